@@ -1,0 +1,356 @@
+"""The ``tellapart`` command line: parses arguments, builds configs, calls the library.
+
+Every command is one library call; user errors print one line (``error: ...``) and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tellapart._errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="dataset: class folders, a CSV/TSV list, a zip/tar, IDX files or CIFAR batches")
+    p.add_argument(
+        "--kind",
+        default="auto",
+        choices=("auto", "folder", "csv", "archive", "paired", "idx", "cifar"),
+        help="layout of SOURCE (default: detected)",
+    )
+    p.add_argument("--class-map", type=Path, help="file mapping folder names to class names (e.g. Imagenette ids)")
+    p.add_argument(
+        "--pair-dirs", default="face,comics", metavar="A,B", help="the two folders of the paired layout (default: face,comics)"
+    )
+    p.add_argument("--root", type=Path, help="base folder of a CSV list's relative paths (default: the list's folder)")
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (default: every core)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _open_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from tellapart.data import open_source
+
+    dirs = tuple(s.strip() for s in args.pair_dirs.split(","))
+    if len(dirs) != 2 or not all(dirs):
+        raise UserError(f"--pair-dirs takes two folder names separated by a comma, got {args.pair_dirs!r}")
+    return open_source(args.source, kind=args.kind, class_map=args.class_map, pair_dirs=dirs, root=args.root)  # type: ignore[arg-type]
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from tellapart.data import SynthConfig, synth_faces
+
+    cfg = SynthConfig(pairs=args.pairs, size=args.size, seed=args.seed)
+    out = synth_faces(args.out, cfg, progress=not args.quiet)
+    print(f"wrote {2 * cfg.pairs} images ({cfg.pairs} pairs, {cfg.size}x{cfg.size}) to {out}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from tellapart.data import check_source
+
+    report = check_source(_open_source(args), workers=args.workers, near_threshold=args.near_threshold, progress=not args.quiet)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 0 if report.usable else 1
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from tellapart.data import PrepareConfig, Preprocess, SplitConfig, prepare
+
+    try:
+        pre = Preprocess(size=args.size, grayscale=args.grayscale, fit=args.fit)
+    except ValueError as exc:
+        raise UserError(f"--size/--fit: {exc}") from None
+    split = SplitConfig(test=args.test, val=args.val, seed=args.seed, by_group=not args.no_group_split)
+    cfg = PrepareConfig(preprocess=pre, split=split, strict=args.strict, near_threshold=args.near_threshold, workers=args.workers)
+    cache = prepare(_open_source(args), args.out, cfg, progress=not args.quiet, force=args.force)
+    print(cache.path)
+    return 0
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from tellapart.train import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "model", None):
+        overrides.insert(0, f"model.name={args.model}")
+    if getattr(args, "epochs", None):
+        overrides.append(f"epochs={args.epochs}")
+    return load_config(args.config, overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tellapart.train import config_to_dict, run_seeds, train
+
+    if args.resume:
+        result = train(args.cache, _train_config(args), args.out, resume=True, progress=not args.quiet)
+        print(json.dumps(result.summary, indent=2))
+        return 0
+    cfg = _train_config(args)
+    if args.seeds > 1:
+        from tellapart.data import Cache
+
+        row = run_seeds(Cache(args.cache), config_to_dict(cfg), args.out, seeds=args.seeds, progress=not args.quiet)
+        print(json.dumps(row, indent=2))
+        return 0
+    result = train(args.cache, cfg, args.out, progress=not args.quiet)
+    print(json.dumps(result.summary, indent=2))
+    return 0
+
+
+def _cmd_ladder(args: argparse.Namespace) -> int:
+    from tellapart.train import DEFAULT_LADDER, load_config, load_ladder, run_ladder
+
+    base, rungs = load_ladder(args.ladder) if args.ladder else ({}, list(DEFAULT_LADDER))
+    if args.config:
+        from tellapart.train._config import deep_merge
+
+        base = deep_merge(base, _yaml_mapping(args.config))
+    if args.epochs:
+        base = {**base, "epochs": args.epochs}
+    load_config(None, args.set or [], base=base)  # fail fast on a bad --set
+    rows = run_ladder(args.cache, args.out, rungs=rungs, base=base, overrides=args.set or [], seeds=args.seeds, progress=not args.quiet)
+    _print_leaderboard(rows)
+    print(f"leaderboard: {Path(args.out) / 'leaderboard.csv'}")
+    return 0
+
+
+def _yaml_mapping(path: Path) -> dict:  # type: ignore[type-arg]
+    import yaml
+
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of config keys")
+    return data
+
+
+def _print_leaderboard(rows: list) -> None:  # type: ignore[type-arg]
+    print(f"{'rank':>4}  {'rung':18s} {'model':16s} {'params':>10s} {'val_acc':>8s} {'val_loss':>9s} {'img/s':>8s}")
+    for r in rows:
+        acc = "-" if r["val_acc"] is None else f"{r['val_acc']:.4f}"
+        if r.get("val_acc_std") is not None:
+            acc += f"±{r['val_acc_std']:.4f}"
+        loss = "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
+        print(f"{r['rank']:>4}  {r['rung']:18s} {r['model']:16s} {r['params']:>10,d} {acc:>8s} {loss:>9s} {r['images_per_s']:>8.0f}")
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from tellapart.models import list_models, model_kwargs
+
+    for name in list_models(args.pattern):
+        options = ", ".join(f"{k}={v!r}" for k, v in model_kwargs(name).items())
+        print(f"{name}: {options}" if args.verbose else name)
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluation and use
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tellapart.evaluate import evaluate_run
+
+    run = args.run
+    leaderboard = None
+    if (run / "leaderboard.json").is_file():  # a ladder folder: evaluate its best rung, leaderboard on top
+        leaderboard = json.loads((run / "leaderboard.json").read_text())
+        target = Path(leaderboard[0]["run"])
+        metrics = evaluate_run(target, split=args.split, cache=args.cache, leaderboard=leaderboard, report_dir=run)
+    else:
+        metrics = evaluate_run(run, split=args.split, cache=args.cache)
+    lo, hi = metrics["accuracy_ci"]
+    print(
+        f"{args.split}: accuracy {metrics['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={metrics['n']}), "
+        f"loss {metrics['loss']:.4f}, {metrics['errors']} errors"
+    )
+    print(f"report: {metrics['report']}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from tellapart.predict import expand_paths, load, write_predictions
+
+    predictor = load(args.run)
+    paths = expand_paths(args.paths)
+    if not paths:
+        raise UserError("no image files found in the given paths")
+    results, failures = predictor.predict_files(paths, batch_size=args.batch_size, progress=not args.quiet)
+    for path, error in failures:
+        print(f"skipped {path}: {error}", file=sys.stderr)
+    if args.output:
+        write_predictions(args.output, results, predictor.class_names)
+        print(f"wrote {len(results)} predictions to {args.output}", file=sys.stderr)
+    if not args.output or args.print:
+        for r in results:
+            print(f"{r.path}\t{r.label}\t{r.confidence:.4f}")
+    if failures:
+        print(f"{len(failures)} file(s) skipped as unreadable", file=sys.stderr)
+    return 0 if results else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tellapart.export import export_onnx
+
+    result = export_onnx(args.run, args.out, samples=args.samples)
+    verdict = "ok" if result.ok else "FAILED"
+    print(f"wrote {result.path}")
+    print(f"parity onnxruntime vs PyTorch on {result.samples} inputs: max |diff| {result.max_abs_diff:.2e} (tolerance {result.tolerance:.0e}) {verdict}")
+    return 0 if result.ok else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tellapart._demo import run_demo
+
+    metrics = run_demo(args.out, pairs=args.pairs, epochs=args.epochs, progress=not args.quiet)
+    lo, hi = metrics["accuracy_ci"]
+    print(f"best model on validation, tested once: accuracy {metrics['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={metrics['n']})")
+    print(f"report: {Path(metrics['report']).resolve()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tellapart",
+        description="Labelled images in; the best classifier a compute budget allows out, with an honest report.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="make, check and prepare datasets")
+    data_cmds = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
+
+    p = data_cmds.add_parser("synth", help="write the built-in synthetic faces-vs-comics dataset (Kaggle paired layout)")
+    p.add_argument("--out", type=Path, required=True, help="empty or new folder to write face/ and comics/ into")
+    p.add_argument("--pairs", type=int, default=600, help="face/comic pairs (default: 600, i.e. 1,200 images)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels (default: 256)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed writes the same files (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_synth)
+
+    p = data_cmds.add_parser("check", help="report counts, sizes, unreadable files, duplicates and leakage")
+    _add_source_options(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--near-threshold", type=int, default=4, help="perceptual-hash bits that may differ for near duplicates")
+    p.set_defaults(handler=_cmd_check)
+
+    p = data_cmds.add_parser("prepare", help="decode once into a split, memory-mapped cache")
+    _add_source_options(p)
+    p.add_argument("--out", type=Path, required=True, help="cache folder to write (reused when nothing changed)")
+    p.add_argument("--size", type=int, default=64, help="side of the square images in the cache, pixels (default: 64)")
+    p.add_argument("--grayscale", action="store_true", help="store one luma channel instead of RGB")
+    p.add_argument("--fit", default="stretch", choices=("stretch", "center-crop", "pad"), help="non-square images (default: stretch)")
+    p.add_argument("--test", type=float, default=1 / 6, help="test share when the source has no test split (default: 1/6)")
+    p.add_argument("--val", type=float, default=0.2, help="validation share of the training pool (default: 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    p.add_argument(
+        "--no-group-split", action="store_true", help="let items of one group (pairs) straddle splits: inflates test scores"
+    )
+    p.add_argument("--strict", action="store_true", help="fail on the first unreadable file instead of skipping it")
+    p.add_argument("--near-threshold", type=int, default=4, help="perceptual-hash bits that may differ for near duplicates")
+    p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date cache exists")
+    p.set_defaults(handler=_cmd_prepare)
+
+    p = commands.add_parser("models", help="list registered models and their options")
+    p.add_argument("pattern", nargs="?", default="*", help="glob over names (default: *)")
+    p.add_argument("-v", "--verbose", action="store_true", help="show each model's options and defaults")
+    p.set_defaults(handler=_cmd_models)
+
+    train_help = (
+        "config keys: model.name, model.args.*, optim.{name,lr,weight_decay,momentum}, schedule.{name,warmup_epochs}, "
+        "augment.{hflip,rotate,translate,scale,brightness,contrast,cutout}, early_stopping.{metric,patience}, epochs, "
+        "batch_size, label_smoothing, class_weights, single_logit, normalize, seed, precision, channels_last, device"
+    )
+    p = commands.add_parser("train", help="train one model on a prepared cache", description=train_help)
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.add_argument("--model", help="registered model name (see 'tellapart models')")
+    p.add_argument("--config", type=Path, help="YAML file of config keys")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
+    p.add_argument("--epochs", type=int, help="shorthand for --set epochs=N")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out to its epoch count")
+    p.add_argument("--seeds", type=int, default=1, help="repeat with N seeds and report mean ± std (default: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_train)
+
+    p = commands.add_parser("ladder", help="train the model ladder on one split; write a leaderboard", description=train_help)
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.add_argument("--out", type=Path, required=True, help="ladder folder (re-running resumes)")
+    p.add_argument("--ladder", type=Path, help="YAML with 'base:' and 'rungs: [{name, config}]' (default: the seeds' ladder)")
+    p.add_argument("--config", type=Path, help="YAML of config keys shared by every rung")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every rung (repeatable)")
+    p.add_argument("--epochs", type=int, help="epochs for every rung")
+    p.add_argument("--seeds", type=int, default=1, help="repeat each rung with N seeds; mean ± std (default: 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_ladder)
+
+    p = commands.add_parser("evaluate", help="test a run (or a ladder's best run) once: metrics.json + report.html")
+    p.add_argument("run", type=Path, help="a run folder, or a ladder folder (its best rung is evaluated)")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split to evaluate (default: test)")
+    p.add_argument("--cache", type=Path, help="cache to read (default: the one the run trained on)")
+    p.set_defaults(handler=_cmd_evaluate)
+
+    p = commands.add_parser("predict", help="predict classes of image files with a run's best model")
+    p.add_argument("run", type=Path, help="a run folder (or a checkpoint file)")
+    p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--output", "-o", type=Path, help="write predictions to a .csv or .json file")
+    p.add_argument("--print", action="store_true", help="also print predictions when --output is given")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_predict)
+
+    p = commands.add_parser("export", help="export a run's best model to ONNX and check output parity")
+    p.add_argument("run", type=Path, help="a run folder (or a checkpoint file)")
+    p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
+    p.add_argument("--out", type=Path, help="output file (default: RUN/model.onnx)")
+    p.add_argument("--samples", type=int, default=16, help="random inputs for the parity check (default: 16)")
+    p.set_defaults(handler=_cmd_export)
+
+    p = commands.add_parser("demo", help="the main job on built-in data: synth -> prepare -> ladder -> evaluate -> report")
+    p.add_argument("--out", type=Path, default=Path("tellapart-demo"), help="folder for everything (default: ./tellapart-demo)")
+    p.add_argument("--pairs", type=int, default=600, help="synthetic face/comic pairs (default: 600)")
+    p.add_argument("--epochs", type=int, default=12, help="max epochs per rung, early stopping on (default: 12)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_cmd_demo)
+
+    return parser
+
+
+#: Commands that train: they re-execute themselves once with glibc malloc tuned (see _launch).
+_TRAINING_COMMANDS = {"train", "ladder", "demo", "tune", "recipe"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tellapart`` console script."""
+    args = build_parser().parse_args(argv)
+    if argv is None and args.command in _TRAINING_COMMANDS:
+        from tellapart._launch import reexec_with_tuned_malloc
+
+        reexec_with_tuned_malloc()
+    try:
+        return int(args.handler(args))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished work is kept (resume where the command supports it)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

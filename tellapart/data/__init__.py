@@ -1,0 +1,46 @@
+"""Data: sources of labelled images, checks, splits, and the memory-mapped cache everything reads."""
+
+from ._batches import epoch_order, iter_batches, to_tensor
+from ._cache import Cache, PrepareConfig, prepare
+from ._check import CheckReport, check_source
+from ._decode import Decoded, Preprocess, decode
+from ._sources import (
+    ArchiveSource,
+    CifarSource,
+    CsvSource,
+    FolderSource,
+    IdxSource,
+    Item,
+    PairedSource,
+    Source,
+    open_source,
+)
+from ._split import SplitConfig, split_by_group
+from ._synth import SynthConfig, synth_faces
+
+__all__ = [
+    "ArchiveSource",
+    "Cache",
+    "CheckReport",
+    "CifarSource",
+    "CsvSource",
+    "Decoded",
+    "FolderSource",
+    "IdxSource",
+    "Item",
+    "PairedSource",
+    "PrepareConfig",
+    "Preprocess",
+    "Source",
+    "SplitConfig",
+    "SynthConfig",
+    "check_source",
+    "decode",
+    "epoch_order",
+    "iter_batches",
+    "open_source",
+    "prepare",
+    "split_by_group",
+    "synth_faces",
+    "to_tensor",
+]

@@ -1,0 +1,58 @@
+"""Batches from the cache: whole shuffled batches sliced from the memory map, never per item."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["epoch_order", "iter_batches", "to_tensor"]
+
+
+def epoch_order(indices: np.ndarray, seed: int, epoch: int, *, shuffle: bool = True) -> np.ndarray:
+    """The row order of one epoch: a pure function of (seed, epoch), so a resumed run replays it."""
+    if not shuffle:
+        return np.asarray(indices)
+    return np.random.default_rng([seed, epoch]).permutation(np.asarray(indices))
+
+
+def iter_batches(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    order: np.ndarray,
+    batch_size: int,
+    *,
+    start_batch: int = 0,
+    drop_last: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yields ``(uint8 NHWC pixels, labels, rows)`` batches in ``order``, from batch ``start_batch``.
+
+    Rows within a batch are read in sorted order, which turns random access into a forward
+    sweep over the memory map (order within a batch does not matter to a gradient step).
+    """
+    n = len(order)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(start_batch * batch_size, stop, batch_size):
+        rows = np.sort(order[start : start + batch_size])
+        yield pixels[rows], labels[rows], rows
+
+
+def to_tensor(
+    batch: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    device: torch.device | str = "cpu",
+    channels_last: bool = True,
+) -> torch.Tensor:
+    """uint8 NHWC -> normalised float32 NCHW (channels_last strides by default, no copy to NCHW).
+
+    ``(x / 255 - mean) / std`` in one fused multiply-add: ``x * a + b``.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    if not channels_last:
+        x = x.contiguous()
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device).view(1, -1, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=x.device).view(1, -1, 1, 1)
+    return torch.addcmul(shift, x.float(), scale)

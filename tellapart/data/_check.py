@@ -1,0 +1,137 @@
+"""``tellapart data check``: is this dataset usable, and what is wrong with it?"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._decode import Preprocess
+from ._scan import find_duplicates, scan
+from ._sources import PairedSource, Source
+
+__all__ = ["CheckReport", "check_source"]
+
+#: Small enough to decode fast (JPEG draft at 1/8), large enough for a 32x32 perceptual hash.
+_PREVIEW = Preprocess(size=32, grayscale=True, fit="stretch")
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What ``check`` found; ``usable`` is False when the data cannot train a classifier."""
+
+    source: str
+    kind: str
+    total: int
+    readable: int
+    class_counts: dict[str, dict[str, int]]  # split (or "all") -> class -> readable images
+    sizes: dict[str, Any]  # width/height min, median, max of readable images
+    modes: dict[str, int]
+    formats: dict[str, int]
+    unreadable: list[dict[str, str]]  # {id, error}
+    exact_duplicates: list[list[str]]
+    near_duplicates: list[dict[str, Any]]  # {a, b, distance}
+    cross_split_duplicates: list[dict[str, Any]]  # {a, a_split, b, b_split, kind}
+    unpaired: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # reasons the data is unusable
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "usable": self.usable}
+
+    def render(self) -> str:
+        lines = [f"{self.source} ({self.kind}): {self.readable} of {self.total} images readable"]
+        for split, counts in self.class_counts.items():
+            lines.append(f"  {split:5s} " + ", ".join(f"{c}: {n}" for c, n in counts.items()))
+        if self.sizes:
+            w, h = self.sizes["width"], self.sizes["height"]
+            lines.append(
+                f"  size: width {w['min']}-{w['max']} (median {w['median']}), height {h['min']}-{h['max']} (median {h['median']})"
+            )
+        lines.append("  modes: " + ", ".join(f"{m} {n}" for m, n in self.modes.items()))
+        lines.append("  formats: " + ", ".join(f"{m} {n}" for m, n in self.formats.items()))
+        if self.unreadable:
+            lines.append(f"  unreadable: {len(self.unreadable)}")
+            lines += [f"    {u['id']}: {u['error']}" for u in self.unreadable[:20]]
+        lines.append(f"  exact duplicate groups: {len(self.exact_duplicates)}")
+        lines += [f"    {' = '.join(g[:4])}" for g in self.exact_duplicates[:10]]
+        lines.append(f"  near-duplicate pairs: {len(self.near_duplicates)}")
+        lines += [f"    {d['a']} ~ {d['b']} (distance {d['distance']})" for d in self.near_duplicates[:10]]
+        if self.cross_split_duplicates:
+            lines.append(f"  duplicates across splits (leakage): {len(self.cross_split_duplicates)}")
+            lines += [f"    {d['a']} [{d['a_split']}] ~ {d['b']} [{d['b_split']}]" for d in self.cross_split_duplicates[:10]]
+        if self.unpaired:
+            lines.append(f"  files without a twin: {len(self.unpaired)}, e.g. {', '.join(self.unpaired[:5])}")
+        lines += [f"WARNING: {w}" for w in self.warnings]
+        lines += [f"PROBLEM: {p}" for p in self.problems]
+        lines.append("usable: yes" if self.usable else "usable: no")
+        return "\n".join(lines)
+
+
+def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, progress: bool = True) -> CheckReport:
+    """Decodes every image of ``source`` at preview size and reports counts, sizes and problems."""
+    items = source.items()
+    decoded = scan(source, items, _PREVIEW, workers=workers, progress=progress, desc="check")
+    ok = [d.error is None for d in decoded]
+    readable = [i for i, good in enumerate(ok) if good]
+    splits = [items[i].split or "all" for i in range(len(items))]
+    counts: dict[str, Counter[str]] = {}
+    for i in readable:
+        counts.setdefault(splits[i], Counter())[items[i].label] += 1
+    class_counts = {s: dict(sorted(c.items())) for s, c in sorted(counts.items())}
+    dups = find_duplicates([d.content_hash for d in decoded], [d.phash for d in decoded], ok, threshold=near_threshold)
+    groups = [i.group for i in items]
+    near = [(a, b, d) for a, b, d in dups.near if not (groups[a] is not None and groups[a] == groups[b])]
+    cross = [
+        {"a": items[a].id, "a_split": splits[a], "b": items[b].id, "b_split": splits[b], "kind": kind}
+        for kind, pairs in (("exact", [(g[0], b, 0) for g in dups.exact for b in g[1:]]), ("near", near))
+        for a, b, _ in pairs
+        if splits[a] != splits[b] and "all" not in (splits[a], splits[b])
+    ]
+    all_labels = {i.label for i in items}
+    readable_labels = {items[i].label for i in readable}
+    problems = []
+    if not readable:
+        problems.append("no image could be read")
+    if len(readable_labels) < 2:
+        problems.append(f"a classifier needs at least two classes with readable images; found {sorted(readable_labels)}")
+    for label in sorted(all_labels - readable_labels):
+        problems.append(f"class {label!r} has no readable image")
+    warnings = []
+    if cross:
+        warnings.append(f"{len(cross)} duplicate pair(s) cross the source's splits: test results would be inflated")
+    unpaired = source.unpaired() if isinstance(source, PairedSource) else []
+    return CheckReport(
+        source=str(source.path),
+        kind=source.kind,
+        total=len(items),
+        readable=len(readable),
+        class_counts=class_counts,
+        sizes=_size_stats([decoded[i].width for i in readable], [decoded[i].height for i in readable]),
+        modes=dict(Counter(decoded[i].mode for i in readable).most_common()),
+        formats=dict(Counter(decoded[i].format for i in readable).most_common()),
+        unreadable=[{"id": items[i].id, "error": str(decoded[i].error)} for i, good in enumerate(ok) if not good],
+        exact_duplicates=[[items[i].id for i in g] for g in dups.exact],
+        near_duplicates=[{"a": items[a].id, "b": items[b].id, "distance": d} for a, b, d in near],
+        cross_split_duplicates=cross,
+        unpaired=unpaired,
+        problems=problems,
+        warnings=warnings,
+    )
+
+
+def _size_stats(widths: list[int], heights: list[int]) -> dict[str, Any]:
+    if not widths:
+        return {}
+
+    def stats(v: list[int]) -> dict[str, int]:
+        a = np.asarray(v)
+        return {"min": int(a.min()), "median": int(np.median(a)), "max": int(a.max())}
+
+    return {"width": stats(widths), "height": stats(heights)}

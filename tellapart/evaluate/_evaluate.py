@@ -1,0 +1,178 @@
+"""``evaluate``: a run's best checkpoint on a cache split -> ``metrics.json`` + ``report.html``.
+
+Every read of the test split is recorded in the run folder (``test_reads.json``), so a report
+can say how often the test set has been looked at.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from tellapart._errors import UserError
+from tellapart.data import Cache
+from tellapart.train import Feeder, evaluate, load_model, resolve_runtime
+from tellapart.train._fit import _atomic_write
+
+from ._metrics import classification_metrics
+from ._report import ReportInputs, write_report
+
+__all__ = ["evaluate_run", "run_cache", "leaderboard_rows", "THUMBNAIL_PX"]
+
+THUMBNAIL_PX = 160  # longest side of gallery thumbnails: keeps the report small
+
+
+def run_cache(run: Path, cache: str | Path | None = None) -> Cache:
+    """The cache a run trained on (from its config.yaml), unless ``cache`` names another."""
+    if cache is not None:
+        return Cache(cache)
+    config = run / "config.yaml"
+    if not config.is_file():
+        raise UserError(f"{run} has no config.yaml; pass the cache with --cache")
+    path = (yaml.safe_load(config.read_text()) or {}).get("cache")
+    if not path or not Path(path).is_dir():
+        raise UserError(f"the cache this run trained on ({path}) is gone; pass it with --cache")
+    return Cache(path)
+
+
+def _read_history(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    for raw in csv.DictReader(io.StringIO(path.read_text())):
+        rows.append({k: (float(v) if v not in ("", None) else None) for k, v in raw.items()})
+    return rows
+
+
+def _record_test_read(run: Path, split: str, n: int, accuracy: float) -> int:
+    """Appends this read to ``test_reads.json``; returns how many reads of ``split`` there have been."""
+    path = run / "test_reads.json"
+    reads = json.loads(path.read_text()) if path.is_file() else []
+    reads.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "split": split, "n": n, "accuracy": accuracy})
+    _atomic_write(path, json.dumps(reads, indent=2))
+    return sum(1 for r in reads if r["split"] == split)
+
+
+def _thumbnail(cache: Cache, row: int) -> bytes:
+    """The original file when it still exists, else the cached pixels; small PNG bytes."""
+    source = cache.source_path(row)
+    try:
+        img = Image.open(source) if source is not None else None
+        if img is not None:
+            img.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
+            img = img.convert("RGB")
+    except OSError:
+        img = None
+    if img is None:
+        pixels = np.asarray(cache.pixels[row])
+        img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _leakage_warnings(cache: Cache, split: str) -> list[str]:
+    dup = cache.manifest.get("duplicates", {})
+    warnings = []
+    for kind in ("exact", "near"):
+        pairs = [p for p in dup.get(f"cross_split_{kind}", []) if split in (p["a_split"], p["b_split"])]
+        if pairs:
+            examples = "; ".join(f"{p['a']} [{p['a_split']}] ~ {p['b']} [{p['b_split']}]" for p in pairs[:5])
+            warnings.append(
+                f"{len(pairs)} {kind} duplicate pair(s) link the {split} split to another split, found at prepare "
+                f"time; the {split} accuracy may be optimistic. E.g. {examples}"
+            )
+    return warnings
+
+
+def leaderboard_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ladder/tuning rows as the report shows them (the chart plots validation accuracy)."""
+    keep = ("rank", "params", "val_acc_std", "val_loss", "best_epoch", "epochs", "train_seconds", "images_per_s", "seeds")
+    return [
+        {"name": r.get("rung", r.get("name")), "model": r.get("model"), "val_acc": r.get("val_acc"), **{k: r.get(k) for k in keep if k in r}}
+        for r in rows
+    ]
+
+
+def evaluate_run(
+    run: str | Path,
+    *,
+    split: str = "test",
+    cache: str | Path | None = None,
+    leaderboard: list[dict[str, Any]] | None = None,
+    report_dir: str | Path | None = None,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """Evaluates the best checkpoint of ``run`` on ``split``; writes metrics.json and report.html.
+
+    Args:
+        run: a run folder written by ``train``.
+        split: test (default), val or train.
+        cache: the cache to read (default: the one the run trained on).
+        leaderboard: rows shown on top of the report (ladder and tuning reports).
+        report_dir: where to write the files (default: the run folder).
+    """
+    run = Path(run)
+    loaded = load_model(run)
+    data = run_cache(run, cache)
+    if loaded.checkpoint.get("cache_fingerprint") != data.fingerprint:
+        raise UserError(f"{data.path} is not the cache {run} was trained on; pass the right one with --cache")
+    # fp32 for the record: metrics should not depend on the speed settings used in training
+    runtime = resolve_runtime("cpu", "fp32", "on" if loaded.preprocess.get("channels_last") else "off", 0, is_conv=True)
+    pre = loaded.preprocess
+    feeder = Feeder(data.pixels, data.labels, tuple(pre["mean"]), tuple(pre["std"]), runtime)
+    rows = data.indices(split)
+    if len(rows) == 0:
+        raise UserError(f"the {split} split of {data.path} is empty")
+    result = evaluate(loaded.model, feeder, rows)
+    ids = [data.ids[r] for r in result.rows]
+    metrics = classification_metrics(result.probs, result.labels, loaded.class_names, ids=ids)
+    reads = _record_test_read(run, split, len(rows), metrics["accuracy"])
+    out_dir = Path(report_dir) if report_dir else run
+    suffix = "" if split == "test" else f"-{split}"
+    record = {
+        **metrics,
+        "split": split,
+        "run": str(run),
+        "checkpoint": "best",
+        "best_epoch": loaded.checkpoint.get("epoch"),
+        "cache": str(data.path),
+        "reads_of_split": reads,
+    }
+    _atomic_write(out_dir / f"metrics{suffix}.json", json.dumps(record, indent=2))
+    thumbnails = {m["index"]: _thumbnail(data, int(result.rows[m["index"]])) for m in metrics["most_confident_mistakes"]}
+    warnings = _leakage_warnings(data, split)
+    if reads > 1:
+        warnings.append(
+            f"this model has read the {split} split {reads} times; only the first reading is an unbiased estimate"
+        )
+    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    env_path = run / "environment.json"
+    inputs = ReportInputs(
+        title=title or f"{run.name} · {loaded.checkpoint['model']['name']} · {split}",
+        metrics=metrics,
+        history=_read_history(run),
+        thumbnails=thumbnails,
+        config=config,
+        environment=json.loads(env_path.read_text()) if env_path.is_file() else {},
+        leaderboard=leaderboard_rows(leaderboard) if leaderboard else (),
+        warnings=warnings,
+        notes={
+            "split": f"{split} ({len(rows)} images, never used for model selection)" if split == "test" else split,
+            "reads of this split": str(reads),
+            "model": f"{loaded.checkpoint['model']['name']} (best epoch {loaded.checkpoint.get('epoch')} on validation)",
+            "cache": str(data.path),
+        },
+    )
+    record["report"] = str(write_report(out_dir / f"report{suffix}.html", inputs))
+    return record

@@ -1,0 +1,57 @@
+"""Training: configs, the one explicit loop, runs that resume, and the model ladder."""
+
+from ._augment import augment_batch
+from ._checkpoint import LoadedModel, find_checkpoint, load_model, read_checkpoint, save_checkpoint
+from ._config import (
+    AugmentConfig,
+    EarlyStopping,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
+from ._device import Runtime, resolve_runtime
+from ._fit import RunResult, nested_subset, train
+from ._ladder import DEFAULT_LADDER, Rung, load_ladder, run_ladder, run_seeds
+from ._loop import EvalResult, Feeder, TrainState, evaluate, logits_to_probs, train_one_epoch
+from ._schedule import lr_at
+
+__all__ = [
+    "DEFAULT_LADDER",
+    "AugmentConfig",
+    "EarlyStopping",
+    "EvalResult",
+    "Feeder",
+    "LoadedModel",
+    "ModelConfig",
+    "OptimConfig",
+    "Rung",
+    "RunResult",
+    "Runtime",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TrainState",
+    "apply_overrides",
+    "augment_batch",
+    "config_from_dict",
+    "config_to_dict",
+    "evaluate",
+    "find_checkpoint",
+    "load_config",
+    "load_ladder",
+    "load_model",
+    "logits_to_probs",
+    "lr_at",
+    "nested_subset",
+    "read_checkpoint",
+    "resolve_runtime",
+    "run_ladder",
+    "run_seeds",
+    "save_checkpoint",
+    "train",
+    "train_one_epoch",
+]

@@ -1,0 +1,79 @@
+"""Checkpoints: atomic writes, ``weights_only`` loads, and everything needed to rebuild the model.
+
+A checkpoint holds the model's registry name and options, the class names and the exact
+preprocessing (size, channels, fit, mean/std), so prediction and export cannot drift from training.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tellapart._errors import UserError
+from tellapart.models import Classifier, create_model
+
+__all__ = ["CHECKPOINT_FORMAT", "LoadedModel", "save_checkpoint", "read_checkpoint", "load_model", "find_checkpoint"]
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Writes ``payload`` to ``path`` atomically: a crash mid-write leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Loads a checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is a user-facing problem
+        raise UserError(f"{path} is not a readable tellapart checkpoint: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a tellapart checkpoint of format {CHECKPOINT_FORMAT}")
+    return data
+
+
+def find_checkpoint(run: str | Path, which: str = "best") -> Path:
+    """``RUN/checkpoints/{which}.pt``, or ``run`` itself when it is a file."""
+    p = Path(run)
+    if p.is_file():
+        return p
+    candidate = p / "checkpoints" / f"{which}.pt"
+    if not candidate.is_file():
+        raise UserError(f"{p} holds no {which} checkpoint ({candidate}); is it a run folder written by 'tellapart train'?")
+    return candidate
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with the facts needed to feed it."""
+
+    model: Classifier
+    class_names: list[str]
+    preprocess: dict[str, Any]  # size, grayscale, fit, mean, std, channels_last
+    checkpoint: dict[str, Any]
+
+    @property
+    def single_logit(self) -> bool:
+        return bool(self.checkpoint["model"].get("single_logit", False))
+
+
+def load_model(run: str | Path, which: str = "best") -> LoadedModel:
+    """Rebuilds the model of a run (or checkpoint file) in eval mode on the CPU."""
+    ckpt = read_checkpoint(find_checkpoint(run, which))
+    spec = ckpt["model"]
+    model = create_model(
+        spec["name"], in_chans=spec["in_chans"], num_classes=spec["num_outputs"], input_size=spec["input_size"], **spec["args"]
+    )
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return LoadedModel(model, list(ckpt["class_names"]), dict(ckpt["preprocess"]), ckpt)

@@ -1,0 +1,187 @@
+"""Training configuration: frozen dataclasses, loaded from YAML and ``--set key=value`` overrides.
+
+Unknown keys and wrong types are errors naming the key (dacite, strict mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dacite
+import yaml
+
+from tellapart._errors import UserError
+
+__all__ = [
+    "AugmentConfig",
+    "EarlyStopping",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "apply_overrides",
+]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "cnn"  # a name from tellapart.models.list_models()
+    args: dict[str, Any] = field(default_factory=dict)  # the builder's keyword options
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False  # SGD only
+    weight_decay: float | None = None  # L2 (adam/sgd) or decoupled (adamw); None: the model's default, else 0
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam/AdamW
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["constant", "cosine", "onecycle"] = "constant"
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr, in epochs (fractions allowed)
+    final_lr_fraction: float = 0.0  # cosine/onecycle end at lr * this
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Batched tensor augmentations applied to training batches only."""
+
+    hflip: bool = False  # mirror left-right with probability 1/2
+    rotate: float = 0.0  # max rotation, degrees (uniform in [-rotate, rotate])
+    translate: float = 0.0  # max shift, fraction of the image side
+    scale: float = 0.0  # max zoom in/out, fraction (0.1: 0.9x-1.1x)
+    brightness: float = 0.0  # max relative brightness change
+    contrast: float = 0.0  # max relative contrast change
+    cutout: float = 0.0  # side of a zeroed square, fraction of the image side (0: off)
+
+    @property
+    def enabled(self) -> bool:
+        return any(dataclasses.astuple(self))
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    metric: Literal["val_loss", "val_acc"] = "val_loss"  # chosen on validation, never on test
+    patience: int = 0  # epochs without improvement before stopping; 0 = off
+    min_delta: float = 0.0  # smallest change that counts as an improvement
+    restore_best: bool = True  # end with the best epoch's weights
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    epochs: int = 10
+    batch_size: int = 64  # global batch size (summed over processes under torchrun)
+    eval_batch_size: int = 256
+    label_smoothing: float = 0.0
+    class_weights: Literal["none", "balanced"] = "none"  # "balanced": weights inverse to train class frequency
+    single_logit: bool = False  # binary tasks: one output with a sigmoid (as the seeds) instead of two with softmax
+    normalize: Literal["standardize", "unit", "symmetric"] = "standardize"  # (x-mean)/std of train | [0,1] | [-1,1]
+    train_fraction: float = 1.0  # use a stratified, nested subset of the train split (tuning fidelity)
+    seed: int = 0
+    deterministic: bool = False  # bitwise-repeatable kernels (slower)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast where the hardware has it
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv nets
+    compile: bool = False  # torch.compile the model (measured: no gain for small CNNs on CPU)
+    threads: int = 0  # intra-op CPU threads; 0 = every core
+    device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...
+    checkpoint_every_s: float = 120.0  # also checkpoint mid-epoch at this interval, seconds (0: epoch ends only)
+
+    def __post_init__(self) -> None:
+        for key, value, ok in (
+            ("epochs", self.epochs, self.epochs >= 1),
+            ("batch_size", self.batch_size, self.batch_size >= 1),
+            ("train_fraction", self.train_fraction, 0 < self.train_fraction <= 1),
+            ("label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 1),
+            ("optim.lr", self.optim.lr, self.optim.lr > 0),
+        ):
+            if not ok:
+                raise UserError(f"config {key}={value!r} is out of range")
+
+
+_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v})
+
+
+def config_from_dict(data: Mapping[str, Any], where: str = "config") -> TrainConfig:
+    """Builds a TrainConfig; unknown keys and wrong types raise UserError naming the key."""
+    try:
+        return dacite.from_dict(TrainConfig, dict(data), config=_DACITE)
+    except dacite.UnexpectedDataError as exc:
+        raise UserError(f"{where}: unknown key(s) {sorted(exc.keys)}; see 'tellapart train --help'") from None
+    except dacite.DaciteError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict (tuples as lists) for YAML/JSON."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Loads YAML (optional) over ``base`` and applies ``key.sub=value`` overrides."""
+    data: dict[str, Any] = _plain(dict(base or {}))
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{p} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{p} must hold a mapping of config keys")
+        data = deep_merge(data, loaded)
+    data = apply_overrides(data, overrides)
+    return config_from_dict(data, str(path) if path else "config")
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Applies ``a.b=value`` strings; values are parsed as YAML (``1e-3``, ``true``, ``[32, 64]``)."""
+    out = _plain(dict(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value (e.g. optim.lr=1e-3), got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {key}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out

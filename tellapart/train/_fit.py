@@ -1,0 +1,345 @@
+"""``train``: one run from a cache to a run folder (config, ledger, curves, checkpoints), resumable.
+
+Run folder::
+
+    config.yaml          resolved TrainConfig (+ the cache it read)
+    environment.json     versions, device, precision, seed, cache fingerprint, git commit
+    metrics.csv          one row per epoch: losses, accuracies, lr, seconds, images/s
+    tb/                  TensorBoard event files of the same
+    checkpoints/last.pt  everything needed to resume (written each epoch and every few minutes)
+    checkpoints/best.pt  the weights of the best validation epoch
+    summary.json         written when the run ends
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from tellapart._errors import UserError
+from tellapart.data import Cache, epoch_order
+from tellapart.models import Classifier, create_model
+
+from ._checkpoint import read_checkpoint, save_checkpoint
+from ._config import TrainConfig, config_from_dict, config_to_dict
+from ._device import Runtime, environment_ledger, resolve_runtime
+from ._loop import EvalResult, Feeder, TrainState, evaluate, train_one_epoch
+
+__all__ = ["RunResult", "train", "nested_subset", "EpochHook"]
+
+#: ``on_epoch_end(epoch, row) -> stop?``: logging, early stopping and tuner pruning in one hook.
+EpochHook = Callable[[int, dict[str, Any]], bool]
+
+_CSV_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds", "wall_time", "images_per_s")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out: Path
+    model: Classifier  # best weights when early stopping restores them, else the last
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best: dict[str, Any]  # the best epoch's row
+    summary: dict[str, Any]
+
+
+def nested_subset(rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """A stratified subset of ``rows``; for a fixed seed a smaller fraction is inside a larger one."""
+    if fraction >= 1.0:
+        return np.asarray(rows)
+    rng = np.random.default_rng([seed, 7919])  # independent of the run seed: same subsets for every trial
+    keep = []
+    for label in np.unique(labels[rows]):
+        members = rows[labels[rows] == label]
+        members = members[rng.permutation(len(members))]
+        keep.append(members[: max(1, math.ceil(fraction * len(members)))])
+    return np.sort(np.concatenate(keep))
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _normalisation(cache: Cache, mode: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    c = cache.preprocess.channels
+    if mode == "unit":
+        return (0.0,) * c, (1.0,) * c
+    if mode == "symmetric":
+        return (0.5,) * c, (0.5,) * c
+    return tuple(cache.mean), tuple(max(s, 1e-6) for s in cache.std)
+
+
+def _build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weights only (Keras applies L2 to kernels, not biases or norm scales)."""
+    decay = cfg.optim.weight_decay
+    if decay is None:
+        decay = getattr(model, "default_weight_decay", None) or 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    o = cfg.optim
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas)
+    return torch.optim.Adam(groups, lr=o.lr, betas=o.betas)
+
+
+def build_model_for(cache: Cache, cfg: TrainConfig) -> tuple[Classifier, dict[str, Any]]:
+    """The configured model for this cache's channels, classes and size; and its checkpoint spec."""
+    num_outputs = 1 if (cfg.single_logit and cache.num_classes == 2) else cache.num_classes
+    pre = cache.preprocess
+    spec = {
+        "name": cfg.model.name,
+        "args": dict(cfg.model.args),
+        "in_chans": pre.channels,
+        "num_outputs": num_outputs,
+        "input_size": pre.size,
+        "single_logit": num_outputs == 1,
+    }
+    model = create_model(cfg.model.name, in_chans=pre.channels, num_classes=num_outputs, input_size=pre.size, **cfg.model.args)
+    return model, spec
+
+
+def _class_weights(labels: np.ndarray, num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
+    if mode != "balanced":
+        return None
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = counts.sum() / (num_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
+def _is_better(value: float, best: float | None, metric: str, min_delta: float) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value < best - min_delta if metric == "val_loss" else value > best + min_delta
+
+
+def _write_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    _atomic_write(path, buf.getvalue())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def train(
+    cache: Cache | str | Path,
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    on_epoch_end: EpochHook | None = None,
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> RunResult:
+    """Trains ``cfg`` on the cache's train split, selecting on val (the test split is never read).
+
+    Args:
+        cache: a prepared cache (or its folder).
+        cfg: the resolved training config.
+        out: run folder; must be new or empty unless ``resume``.
+        resume: continue the run in ``out`` from its last checkpoint, to the same epoch count.
+        on_epoch_end: ``(epoch, row) -> stop?`` called after every epoch.
+    """
+    cache = cache if isinstance(cache, Cache) else Cache(cache)
+    out = Path(out)
+    last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
+    saved: dict[str, Any] | None = None
+    if resume:
+        if not last_path.is_file():
+            raise UserError(f"nothing to resume in {out}: no checkpoints/last.pt (start it without --resume)")
+        saved = read_checkpoint(last_path)
+        cfg = config_from_dict(saved["config"], f"{last_path} config")
+        if saved.get("cache_fingerprint") != cache.fingerprint:
+            raise UserError(f"{out} was trained on another cache (fingerprint differs); resume with the same cache")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"run folder {out} already holds files; resume it with --resume, or choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    _seed_everything(cfg.seed, cfg.deterministic)
+    model, spec = build_model_for(cache, cfg)
+    is_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads, is_conv=is_conv)
+    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    optimizer = _build_optimizer(model, cfg)
+    aug_gen = torch.Generator().manual_seed(cfg.seed)
+    state = TrainState(model, optimizer, aug_gen)
+
+    train_rows = nested_subset(cache.indices("train"), cache.labels, cfg.train_fraction)
+    val_rows = cache.indices("val")
+    if len(train_rows) == 0:
+        raise UserError(f"cache {cache.path} has no training images")
+    mean, std = _normalisation(cache, cfg.normalize)
+    feeder = Feeder(cache.pixels, cache.labels, mean, std, runtime)
+    weights = _class_weights(cache.labels[train_rows], cache.num_classes, cfg.class_weights, runtime.device)
+    steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
+    preprocess = {**cache.manifest["preprocess"], "mean": list(mean), "std": list(std), "channels_last": runtime.channels_last}
+    config_dict = config_to_dict(cfg)
+
+    if saved is not None:
+        model.load_state_dict(saved["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        aug_gen.set_state(saved["rng"]["augment"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        for key in ("epoch", "batch", "step", "partial", "history", "best_value", "best_epoch", "wall_time"):
+            setattr(state, key, saved["state"][key])
+        _log(progress, f"resuming {out} at epoch {state.epoch + 1}, batch {state.batch} of {steps_per_epoch}")
+    else:
+        (out / "config.yaml").write_text(yaml.safe_dump({**config_dict, "cache": str(cache.path.resolve())}, sort_keys=False))
+        ledger = environment_ledger(
+            runtime, seed=cfg.seed, cache=str(cache.path.resolve()), cache_fingerprint=cache.fingerprint,
+            train_images=int(len(train_rows)), val_images=int(len(val_rows)),
+        )
+        (out / "environment.json").write_text(json.dumps(ledger, indent=2))
+
+    def payload(with_optimizer: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "model": spec,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "class_names": cache.class_names,
+            "preprocess": preprocess,
+            "config": config_dict,
+            "cache_fingerprint": cache.fingerprint,
+            "epoch": state.epoch,
+        }
+        if with_optimizer:
+            data["optimizer"] = optimizer.state_dict()
+            data["rng"] = {"augment": aug_gen.get_state(), "torch": torch.get_rng_state()}
+            data["state"] = {
+                k: getattr(state, k)
+                for k in ("epoch", "batch", "step", "partial", "history", "best_value", "best_epoch", "wall_time")
+            }
+        return data
+
+    def checkpoint(s: TrainState) -> None:
+        save_checkpoint(last_path, payload(with_optimizer=True))
+
+    writer = _tensorboard(out, state.epoch) if tensorboard else None
+    metric = cfg.early_stopping.metric
+    stale = 0 if not state.history else state.epoch - state.best_epoch
+    try:
+        while state.epoch < cfg.epochs:
+            order = epoch_order(train_rows, cfg.seed, state.epoch)
+            row_train = train_one_epoch(
+                state, feeder, order, cfg, steps_per_epoch=steps_per_epoch, class_weights=weights,
+                checkpoint=checkpoint, progress=progress,
+            )
+            val: EvalResult | None = evaluate(model, feeder, val_rows, batch_size=cfg.eval_batch_size, class_weights=weights) if len(val_rows) else None
+            state.epoch += 1
+            state.wall_time += row_train["train_seconds"]
+            row = {
+                "epoch": state.epoch,
+                "train_loss": round(row_train["train_loss"], 6),
+                "train_acc": round(row_train["train_acc"], 6),
+                "val_loss": round(val.loss, 6) if val else None,
+                "val_acc": round(val.accuracy, 6) if val else None,
+                "lr": row_train["lr"],
+                "epoch_seconds": round(row_train["train_seconds"], 3),
+                "wall_time": round(state.wall_time, 3),
+                "images_per_s": round(row_train["images_per_s"], 1),
+            }
+            state.history.append(row)
+            value = row[metric] if row[metric] is not None else row["train_loss"]
+            if _is_better(float(value), state.best_value, metric if val else "val_loss", cfg.early_stopping.min_delta):
+                state.best_value, state.best_epoch, stale = float(value), state.epoch, 0
+                save_checkpoint(best_path, payload(with_optimizer=False))
+            else:
+                stale += 1
+            checkpoint(state)
+            _write_csv(out / "metrics.csv", state.history)
+            if writer is not None:
+                _log_tensorboard(writer, row)
+            _log(progress, _format_row(row, cfg.epochs))
+            stop = bool(on_epoch_end(state.epoch, row)) if on_epoch_end else False
+            if cfg.early_stopping.patience and stale >= cfg.early_stopping.patience:
+                _log(progress, f"early stopping: no {metric} improvement for {stale} epochs; best epoch {state.best_epoch}")
+                stop = True
+            if stop:
+                break
+    finally:
+        if writer is not None:
+            writer.close()
+
+    if cfg.early_stopping.restore_best and best_path.is_file():
+        model.load_state_dict(read_checkpoint(best_path)["state_dict"])
+    best = state.history[state.best_epoch - 1] if state.best_epoch else (state.history[-1] if state.history else {})
+    images = sum(r["epoch_seconds"] * r["images_per_s"] for r in state.history)
+    summary = {
+        "model": cfg.model.name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "epochs": state.epoch,
+        "best_epoch": state.best_epoch,
+        "selected_on": metric,
+        "val_acc": best.get("val_acc"),
+        "val_loss": best.get("val_loss"),
+        "train_seconds": round(state.wall_time, 3),
+        "images_per_s": round(images / max(state.wall_time, 1e-9), 1),
+        "images_processed": int(round(images)),
+        "precision": runtime.precision,
+        "channels_last": runtime.channels_last,
+    }
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    return RunResult(out, model, state.history, state.best_epoch, best, summary)
+
+
+def _tensorboard(out: Path, resume_epoch: int):  # type: ignore[no-untyped-def]
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events a killed run logged after its last checkpoint, so curves never double up
+    return SummaryWriter(log_dir=str(out / "tb"), purge_step=resume_epoch + 1 if resume_epoch else None)
+
+
+def _log_tensorboard(writer: Any, row: dict[str, Any]) -> None:
+    step = row["epoch"]
+    for key in ("train_loss", "val_loss"):
+        if row[key] is not None:
+            writer.add_scalar(f"loss/{key.split('_')[0]}", row[key], step)
+    for key in ("train_acc", "val_acc"):
+        if row[key] is not None:
+            writer.add_scalar(f"accuracy/{key.split('_')[0]}", row[key], step)
+    writer.add_scalar("lr", row["lr"], step)
+    writer.add_scalar("speed/images_per_s", row["images_per_s"], step)
+    writer.add_scalar("time/epoch_seconds", row["epoch_seconds"], step)
+    writer.flush()
+
+
+def _format_row(row: dict[str, Any], epochs: int) -> str:
+    val = f"  val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}" if row["val_loss"] is not None else ""
+    return (
+        f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}{val}"
+        f"  ({row['epoch_seconds']:.1f}s, {row['images_per_s']:.0f} img/s)"
+    )
+
+
+def _log(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr)

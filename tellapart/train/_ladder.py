@@ -1,0 +1,171 @@
+"""The model ladder: several configs trained on the same split and seed, one leaderboard.
+
+Selection is on validation only; the test split is left for ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tellapart._errors import UserError
+from tellapart.data import Cache
+
+from ._config import apply_overrides, config_from_dict, config_to_dict, deep_merge
+from ._fit import _atomic_write, train
+
+__all__ = ["Rung", "DEFAULT_LADDER", "load_ladder", "run_ladder", "run_seeds"]
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str  # short name on the leaderboard and the rung's folder
+    config: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig keys over the ladder's base
+
+
+#: The seeds' ladder: linear baseline (SGD) -> MLP 200/60 -> MLP + dropout -> S0 CNN -> regularised CNN.
+DEFAULT_LADDER: tuple[Rung, ...] = (
+    Rung("linear", {"model": {"name": "linear"}, "optim": {"name": "sgd", "lr": 0.01}}),
+    Rung("mlp", {"model": {"name": "mlp", "args": {"hidden": [200, 60]}}}),
+    Rung("mlp_dropout", {"model": {"name": "mlp", "args": {"hidden": [200, 60], "dropout": 0.25}}}),
+    Rung("cnn", {"model": {"name": "s0_faces_cnn"}}),
+    Rung(
+        "cnn_regularised",
+        {
+            "model": {
+                "name": "cnn",
+                "args": {
+                    "blocks": [
+                        {"filters": 32, "batch_norm": True, "pool": "max"},
+                        {"filters": 64, "batch_norm": True, "pool": "max", "dropout": 0.1},
+                        {"filters": 128, "batch_norm": True, "pool": "max", "dropout": 0.2},
+                    ],
+                    "activation": "mish",
+                    "global_pool": True,
+                    "dense": [128],
+                    "dense_dropout": 0.3,
+                },
+            },
+            "optim": {"name": "adamw", "weight_decay": 5e-4},
+            "augment": {"hflip": True, "translate": 0.05},
+        },
+    ),
+)
+
+
+def load_ladder(path: str | Path) -> tuple[dict[str, Any], list[Rung]]:
+    """Reads a ladder YAML: ``base:`` (config shared by all rungs) and ``rungs: [{name, config}]``."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"ladder file not found: {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("rungs"), list):
+        raise UserError(f"{p}: expected 'rungs:' with a list of {{name, config}} (and optionally 'base:')")
+    rungs = []
+    for k, entry in enumerate(data["rungs"]):
+        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "config"}:
+            raise UserError(f"{p}: rung {k + 1} must have 'name' and optionally 'config'")
+        rungs.append(Rung(str(entry["name"]), entry.get("config") or {}))
+    return dict(data.get("base") or {}), rungs
+
+
+def run_seeds(cache: Cache, config: Mapping[str, Any], out: Path, *, seeds: int, progress: bool) -> dict[str, Any]:
+    """Trains ``config`` with ``seeds`` seeds (resuming unfinished ones); returns the mean row.
+
+    With one seed the run folder is ``out``; with several, ``out/seed-K``.
+    """
+    rows = []
+    base_seed = int(config.get("seed", 0))
+    for k in range(seeds):
+        run_dir = out if seeds == 1 else out / f"seed-{k}"
+        cfg = config_from_dict({**config, "seed": base_seed + k}, str(out))
+        summary_path = run_dir / "summary.json"
+        if summary_path.is_file():
+            rows.append(json.loads(summary_path.read_text()))
+            continue
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        if run_dir.exists() and not resume and any(run_dir.iterdir()):
+            raise UserError(f"{run_dir} holds files but no checkpoint; remove it to retrain")
+        rows.append(train(cache, cfg, run_dir, resume=resume, progress=progress).summary)
+    return _aggregate(rows, out, seeds)
+
+
+def _aggregate(rows: Sequence[dict[str, Any]], out: Path, seeds: int) -> dict[str, Any]:
+    accs = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
+    losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
+    first = rows[0]
+    return {
+        "model": first["model"],
+        "params": first["params"],
+        "val_acc": round(statistics.fmean(accs), 6) if accs else None,
+        "val_acc_std": round(statistics.stdev(accs), 6) if len(accs) > 1 else None,
+        "val_loss": round(statistics.fmean(losses), 6) if losses else None,
+        "best_epoch": first["best_epoch"],
+        "epochs": first["epochs"],
+        "train_seconds": round(sum(r["train_seconds"] for r in rows) / len(rows), 2),
+        "images_per_s": round(statistics.fmean(r["images_per_s"] for r in rows), 1),
+        "images_processed": sum(r.get("images_processed", 0) for r in rows),
+        "seeds": seeds,
+        "run": str(out if seeds == 1 else out / "seed-0"),
+    }
+
+
+_FIELDS = ("rank", "rung", "model", "params", "val_acc", "val_acc_std", "val_loss", "best_epoch", "epochs",
+           "train_seconds", "images_per_s", "seeds", "run")  # fmt: skip
+
+
+def run_ladder(
+    cache: Cache | str | Path,
+    out: str | Path,
+    *,
+    rungs: Sequence[Rung] = DEFAULT_LADDER,
+    base: Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    seeds: int = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Trains every rung on the same cache split and seed; writes ``leaderboard.csv``/``.json``.
+
+    Re-running the same command resumes: finished rungs are read back, unfinished ones resume.
+    Rows are ranked by validation accuracy.
+    """
+    cache = cache if isinstance(cache, Cache) else Cache(cache)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not rungs:
+        raise UserError("the ladder has no rungs")
+    names = [r.name for r in rungs]
+    if len(set(names)) != len(names):
+        raise UserError(f"rung names must be unique, got {names}")
+    configs = {}
+    for rung in rungs:  # validate every rung before training any
+        merged = apply_overrides(deep_merge(dict(base or {}), rung.config), overrides)
+        configs[rung.name] = config_to_dict(config_from_dict(merged, f"rung {rung.name!r}"))
+    rows = []
+    for k, rung in enumerate(rungs, 1):
+        if progress:
+            print(f"[ladder {k}/{len(rungs)}] {rung.name}", flush=True)
+        row = run_seeds(cache, configs[rung.name], out / rung.name, seeds=seeds, progress=progress)
+        rows.append({"rung": rung.name, **row})
+        _write_leaderboard(out, rows)
+    return _write_leaderboard(out, rows)
+
+
+def _write_leaderboard(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ranked = sorted(rows, key=lambda r: (r["val_acc"] is None, -(r["val_acc"] or 0.0), r["val_loss"] or 0.0))
+    ranked = [{"rank": k, **r} for k, r in enumerate(ranked, 1)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(ranked)
+    _atomic_write(out / "leaderboard.csv", buf.getvalue())
+    _atomic_write(out / "leaderboard.json", json.dumps(ranked, indent=2))
+    return ranked

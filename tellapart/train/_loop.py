@@ -1,0 +1,180 @@
+"""The training loop, readable top to bottom: ``train_one_epoch`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from tellapart.data import iter_batches, to_tensor
+
+from ._augment import augment_batch
+from ._config import TrainConfig
+from ._device import Runtime
+from ._schedule import lr_at
+
+__all__ = ["TrainState", "EvalResult", "Feeder", "train_one_epoch", "evaluate", "compute_loss", "logits_to_probs"]
+
+
+@dataclass(frozen=True)
+class Feeder:
+    """Turns cache rows into model inputs: where pixels live and how they are normalised."""
+
+    pixels: np.ndarray  # (n, size, size, channels) uint8, usually a memory map
+    labels: np.ndarray  # (n,) int64
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    runtime: Runtime
+
+    def tensor(self, batch: np.ndarray) -> torch.Tensor:
+        return to_tensor(batch, self.mean, self.std, device=self.runtime.device, channels_last=self.runtime.channels_last)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training; saved whole in ``last.pt`` to resume."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    aug_generator: torch.Generator
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed in the current epoch (mid-epoch checkpoints)
+    step: int = 0  # optimizer steps completed
+    partial: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0})
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    wall_time: float = 0.0  # seconds of training so far, summed over resumes
+
+
+def compute_loss(logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float, class_weights: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy, or BCE when the model has one output (binary, seed style)."""
+    if logits.shape[1] == 1:
+        target = labels.float()
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + 0.5 * label_smoothing
+        pos_weight = None if class_weights is None else class_weights[1] / class_weights[0]
+        return F.binary_cross_entropy_with_logits(logits[:, 0].float(), target, pos_weight=pos_weight)
+    return F.cross_entropy(logits.float(), labels, weight=class_weights, label_smoothing=label_smoothing)
+
+
+def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
+    """(N, K) class probabilities; a single logit becomes [1 - p, p]."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], 1)
+    return torch.softmax(logits, 1)
+
+
+def _predicted(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+
+def train_one_epoch(
+    state: TrainState,
+    feeder: Feeder,
+    order: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    steps_per_epoch: int,
+    class_weights: torch.Tensor | None = None,
+    checkpoint: Callable[[TrainState], None] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Trains one epoch over ``order`` from batch ``state.batch``; returns train loss, accuracy, speed.
+
+    ``checkpoint(state)`` is called every ``cfg.checkpoint_every_s`` seconds, mid-epoch, so a
+    killed run resumes at the batch it reached (the batch order is a function of seed and epoch).
+    """
+    model, optimizer = state.model, state.optimizer
+    model.train()
+    total_steps = steps_per_epoch * cfg.epochs
+    sums = state.partial
+    last_save = time.perf_counter()
+    bar = tqdm(
+        total=steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="batch",
+        disable=not progress, leave=False,
+    )
+    batches = iter_batches(feeder.pixels, feeder.labels, order, cfg.batch_size, start_batch=state.batch, drop_last=False)
+    for pixels, labels, _ in batches:
+        started = time.perf_counter()
+        x = feeder.tensor(pixels)
+        y = torch.from_numpy(labels).to(feeder.runtime.device)
+        if cfg.augment.enabled:
+            x = augment_batch(x, cfg.augment, state.aug_generator)
+        lr = lr_at(state.step, total_steps, steps_per_epoch, cfg.optim.lr, cfg.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        with feeder.runtime.autocast():
+            logits = model(x)
+        loss = compute_loss(logits, y, label_smoothing=cfg.label_smoothing, class_weights=class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = len(labels)
+        sums["loss"] += float(loss.detach()) * n
+        sums["correct"] += float((_predicted(logits.detach()) == y).sum())
+        sums["seen"] += n
+        sums["seconds"] += time.perf_counter() - started
+        state.batch += 1
+        state.step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.4f}", lr=f"{lr:.2g}")
+        if checkpoint and cfg.checkpoint_every_s > 0 and time.perf_counter() - last_save > cfg.checkpoint_every_s:
+            checkpoint(state)
+            last_save = time.perf_counter()
+    bar.close()
+    seen = max(sums["seen"], 1.0)
+    result = {
+        "train_loss": sums["loss"] / seen,
+        "train_acc": sums["correct"] / seen,
+        "train_seconds": sums["seconds"],
+        "images_per_s": sums["seen"] / max(sums["seconds"], 1e-9),
+        "lr": optimizer.param_groups[0]["lr"],
+    }
+    state.partial = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
+    state.batch = 0
+    return result
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    probs: np.ndarray  # (N, K) float32 class probabilities
+    labels: np.ndarray  # (N,) int64
+    rows: np.ndarray  # (N,) cache rows, in the order of probs
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    feeder: Feeder,
+    rows: np.ndarray,
+    *,
+    batch_size: int = 256,
+    class_weights: torch.Tensor | None = None,
+) -> EvalResult:
+    """Loss, accuracy and probabilities of ``model`` on cache ``rows`` (eval mode, no augmentation)."""
+    model.eval()
+    rows = np.sort(np.asarray(rows))  # a forward sweep over the memory map; results follow this order
+    probs, losses, seen = [], 0.0, 0
+    for pixels, labels, _ in iter_batches(feeder.pixels, feeder.labels, rows, batch_size):
+        x = feeder.tensor(pixels)
+        y = torch.from_numpy(labels).to(feeder.runtime.device)
+        with feeder.runtime.autocast():
+            logits = model(x)
+        losses += float(compute_loss(logits, y, label_smoothing=0.0, class_weights=class_weights)) * len(labels)
+        seen += len(labels)
+        probs.append(logits_to_probs(logits).cpu().numpy())
+    all_probs = np.concatenate(probs) if probs else np.zeros((0, 2), np.float32)
+    labels = feeder.labels[rows]
+    accuracy = float((all_probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+    return EvalResult(losses / max(seen, 1), accuracy, all_probs.astype(np.float32), labels, rows)
