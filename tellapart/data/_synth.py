@@ -21,6 +21,7 @@ import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ class SynthConfig:
 
     pairs: int = 600  # number of face/comic pairs (2 * pairs images)
     size: int = 256  # side of the square images, pixels
-    seed: int = 0  # the same seed gives byte-identical files
+    seed: int = 0  # the same seed gives byte-identical files (with the same NumPy and Pillow)
     face_dir: str = "face"  # folder of the photo-like faces, under the output folder
     comic_dir: str = "comics"  # folder of their comic twins, under the output folder
     quality: int = 90  # JPEG quality, 1-100
@@ -46,13 +47,15 @@ class SynthConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            wanted = int if f.type in ("int", int) else str
+            wanted, kind = (Integral, "a whole number") if f.type in ("int", int) else (str, "text")
             if not isinstance(value, wanted) or isinstance(value, bool):
-                raise UserError(f"synth option {f.name} must be {wanted.__name__}, got {value!r}")
+                raise UserError(f"synth option {f.name} must be {kind}, got {value!r}")
         if self.pairs < 1:
             raise UserError(f"synth option pairs must be at least 1, got {self.pairs}")
         if self.size < 32:
             raise UserError(f"synth option size must be at least 32 pixels, got {self.size}")
+        if self.seed < 0:
+            raise UserError(f"synth option seed must be 0 or more, got {self.seed}")
         if not 1 <= self.quality <= 100:
             raise UserError(f"synth option quality must be between 1 and 100, got {self.quality}")
         for name in ("face_dir", "comic_dir"):
@@ -96,6 +99,28 @@ def synth_faces(out: Path, cfg: SynthConfig = SynthConfig(), *, progress: bool =
     return out
 
 
+def render_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renders one face twice: photo-like and as a comic.
+
+    Args:
+        rng: Source of every random choice; the same generator state gives the same pair.
+        size: Side of the square images, pixels.
+
+    Returns:
+        ``(photo, comic)``, each a (size, size, 3) uint8 RGB array of the same face and pose.
+    """
+    # Pixel noise draws a number of values that depends on size; everything else draws from
+    # `rng` alone, so one seed gives the same face at every size.
+    noise = rng.spawn(1)[0]
+    scene = _sample_scene(rng, size)
+    clean = _shade_photo(rng, noise, scene)
+    comic = _draw_comic(rng, scene, clean)
+    photo = _finish_photo(rng, noise, clean)
+    comic = _match_tone(rng, comic, photo)
+    tone = _global_tone(rng)
+    return tone(photo), tone(comic)
+
+
 def _require_empty_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; choose a new or empty folder for the synthetic dataset")
@@ -118,6 +143,7 @@ def _group(*labels: int) -> np.ndarray:
 
 _FACE = _group(_SKIN, _EYE, _IRIS, _PUPIL, _BROW, _NOSE, _LIPS, _MOUTH)  # shaped by facial relief
 _SHINY = _group(_EAR, _SKIN, _NOSE, _LIPS)  # get a specular highlight in photos
+_FEATURES = _group(_EYE, _IRIS, _PUPIL, _BROW, _NOSE, _LIPS, _MOUTH)  # get thin comic outlines
 _HAIRY = _group(_HAIR, _HAIR_BACK, _BROW)  # get streaks in photos
 _CEL_SHADED = _group(_CLOTH, _HAIR_BACK, _NECK, _EAR, _SKIN, _HAIR, _NOSE, _LIPS)  # get a comic shadow tone
 _INK = 2 * _REGIONS  # comic colour code of ink; codes below it are regions, lit or in shadow
@@ -180,25 +206,6 @@ class _Scene:
     palette: np.ndarray  # (_REGIONS, 3) float32 base colour of each region, 0 to 1
     background: np.ndarray  # (H, W, 3) float32 photo background, 0 to 1
     below_nose: np.ndarray  # (H, W) bool: comics ink only the nose's lower outline
-
-
-def render_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Renders one face twice: photo-like and as a comic.
-
-    Args:
-        rng: Source of every random choice; the same generator state gives the same pair.
-        size: Side of the square images, pixels.
-
-    Returns:
-        ``(photo, comic)``, each a (size, size, 3) uint8 RGB array of the same face and pose.
-    """
-    scene = _sample_scene(rng, size)
-    clean = _shade_photo(rng, scene)
-    comic = _draw_comic(rng, scene, clean)
-    photo = _finish_photo(rng, clean)
-    comic = _match_tone(rng, comic, photo)
-    tone = _global_tone(rng)
-    return tone(photo), tone(comic)
 
 
 def _sample_scene(rng: np.random.Generator, size: int) -> _Scene:
@@ -449,15 +456,15 @@ def _smooth_noise(rng: np.random.Generator, size: int, rows: int, cols: int) -> 
     return np.asarray(Image.fromarray(grid, "F").resize((size, size), Image.BICUBIC))
 
 
-def _shade_photo(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
+def _shade_photo(rng: np.random.Generator, noise: np.random.Generator, scene: _Scene) -> np.ndarray:
     """The noiseless photo: base colours times light and texture, plus highlights."""
     labels = scene.labels
     size = labels.shape[0]
     tint = rng.uniform(0.9, 1.1, 3).astype(np.float32)  # colour of the light
     # Material textures: streaky hair, blotchy skin, cloth folds.
-    streaks = _smooth_noise(rng, size, max(4, size // 48), max(8, size // 3))
-    blotches = _smooth_noise(rng, size, max(8, size // 6), max(8, size // 6))
-    folds = _smooth_noise(rng, size, 6, 6)
+    streaks = _smooth_noise(noise, size, max(4, size // 48), max(8, size // 3))
+    blotches = _smooth_noise(noise, size, max(8, size // 6), max(8, size // 6))
+    folds = _smooth_noise(noise, size, 6, 6)
     texture = np.where(_HAIRY[labels], 0.18 * streaks, 0.03 * blotches)
     texture = np.where(labels == _CLOTH, 0.12 * folds, texture)
     photo = (scene.palette * tint)[labels] * (scene.light * (1 + texture))[..., None]
@@ -466,17 +473,17 @@ def _shade_photo(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
     return np.clip(photo, 0, 1)
 
 
-def _finish_photo(rng: np.random.Generator, clean: np.ndarray) -> np.ndarray:
+def _finish_photo(rng: np.random.Generator, noise: np.random.Generator, clean: np.ndarray) -> np.ndarray:
     """Optics and sensor: a slight blur, then luminance and colour noise."""
     size = clean.shape[0]
     radius = rng.uniform(0.5, 1.3) * size / 256
     blurred = Image.fromarray(_to_uint8(clean)).filter(ImageFilter.GaussianBlur(radius))
     photo = np.asarray(blurred, dtype=np.float32) / 255
     sigma = np.float32(rng.uniform(0.01, 0.035))
-    grain = rng.standard_normal((size, size, 1), dtype=np.float32)
+    grain = noise.standard_normal((size, size, 1), dtype=np.float32)
     # Colour noise is coarser than luminance noise in real cameras (demosaicing).
     half = (size + 1) // 2
-    chroma = rng.standard_normal((half, half, 3), dtype=np.float32).repeat(2, 0).repeat(2, 1)[:size, :size]
+    chroma = noise.standard_normal((half, half, 3), dtype=np.float32).repeat(2, 0).repeat(2, 1)[:size, :size]
     return photo + sigma * (0.8 * grain + 0.5 * chroma)
 
 
@@ -512,14 +519,18 @@ def _region_means(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
 
 
 def _comic_filter(rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
-    """The colour grading of a comic filter: more saturation, and often few levels per channel."""
+    """The colour grading of a comic filter: more saturation, and often a few brightness levels."""
     saturation = rng.uniform(1.1, 1.6)
     levels = int(rng.integers(5, 11)) if rng.random() < 0.6 else 0
 
     def style(rgb: np.ndarray) -> np.ndarray:
         grey = (rgb @ _LUMA)[..., None]
         rgb = np.clip(grey + (rgb - grey) * saturation, 0, 1)
-        return np.round(rgb * (levels - 1)) / (levels - 1) if levels else rgb
+        if not levels:
+            return rgb
+        # Posterise brightness, not each channel: per-channel levels turn beige skin olive.
+        stepped = np.round(grey * (levels - 1)) / (levels - 1)
+        return np.clip(rgb * (np.maximum(stepped, 0.5 / levels) / np.maximum(grey, 1e-3)), 0, 1)
 
     return style
 
@@ -542,13 +553,16 @@ def _comic_background(rng: np.random.Generator, scene: _Scene, mean: np.ndarray)
 
 
 def _ink(rng: np.random.Generator, scene: _Scene) -> np.ndarray:
-    """Ink lines along region boundaries: thicker round the silhouette than inside the face."""
+    """Ink lines along region boundaries: thick round the silhouette, thin round the eyes and mouth."""
     labels = scene.labels
+    # Outlines of the big shapes: head, hair (front and back as one), ears, neck, clothes.
+    shapes = _edges(np.where(_FEATURES[labels], _SKIN, np.where(labels == _HAIR_BACK, _HAIR, labels)))
     # The nose is drawn as its lower outline only, as in most comics.
-    edge = _edges(np.where(labels == _NOSE, _SKIN, labels)) | (_edges(labels == _NOSE) & scene.below_nose)
-    scale = labels.shape[0] / 256
-    outline = _dilate(edge & _dilate(labels == _BG, 3), _odd(rng.uniform(3, 6) * scale))
-    return outline | _dilate(edge, _odd(rng.uniform(1.5, 4) * scale))
+    details = _edges(np.where(labels == _NOSE, _SKIN, labels)) | (_edges(labels == _NOSE) & scene.below_nose)
+    scale = labels.shape[0] / 256  # line widths below are in pixels at 256 x 256
+    outline = _dilate(shapes & _dilate(labels == _BG, 3), _odd(rng.uniform(5, 8) * scale))
+    inner = _dilate(shapes, _odd(rng.uniform(3, 6) * scale))
+    return outline | inner | _dilate(details, _odd(rng.uniform(1.5, 4) * scale))
 
 
 def _edges(regions: np.ndarray) -> np.ndarray:
