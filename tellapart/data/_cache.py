@@ -344,10 +344,11 @@ def _duplicates_manifest(dups: Duplicates, ids: Sequence[str], splits: Sequence[
 
 
 def _remove_stale_partials(out: Path) -> None:
-    """Leftovers of prepares that were killed: never complete, safe to delete."""
+    """Leftovers of prepares that were killed: partial new caches, or old ones being swapped out."""
     if out.parent.is_dir():
-        for stale in out.parent.glob(f".{out.name}.partial-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        for pattern in (f".{out.name}.partial-*", f".{out.name}.old-*"):
+            for stale in out.parent.glob(pattern):
+                shutil.rmtree(stale, ignore_errors=True)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

@@ -29,6 +29,10 @@ Payload = Union[str, bytes, np.ndarray]
 
 #: Images with more pixels than this are refused as decompression bombs (about 16k x 16k).
 MAX_PIXELS = 268_435_456
+# Pillow warns above its own limit (89M pixels, which decode turns into a refusal) and fails above
+# twice that, so without this a 10k x 10k image would be refused as "over MAX_PIXELS". Raised only.
+if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 @dataclass(frozen=True)

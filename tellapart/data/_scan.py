@@ -73,6 +73,9 @@ def scan(
         else:
             # forkserver: safe even when the parent has threads (PyTorch), cheap after the first start
             ctx = mp.get_context("forkserver")
+            # the server imports the decoder (and torch, via the package) once, beside the default
+            # __main__; workers fork from it instead of importing it each (seconds per worker)
+            ctx.set_forkserver_preload(["__main__", __name__])
             with ctx.Pool(workers) as pool:
                 consume(pool.imap(_decode_chunk, _chunks(payloads, pre), chunksize=1))
     finally:

@@ -222,7 +222,10 @@ def _require_nonempty_classes(root: Path, items: Sequence[Item]) -> None:
     for child in sorted(root.iterdir()):
         if not child.is_dir() or child.name.startswith("."):
             continue
-        subdirs = [child] if child.name.lower() not in SPLIT_ALIASES else [d for d in child.iterdir() if d.is_dir()]
+        if child.name.lower() not in SPLIT_ALIASES:
+            subdirs = [child]
+        else:  # hidden folders (.ipynb_checkpoints) are not classes
+            subdirs = [d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")]
         for d in subdirs:
             has_files = any(_is_image_name(f.name) for f in d.rglob("*") if f.is_file())
             if not has_files and d.name not in present:
@@ -277,13 +280,14 @@ def parse_csv_list(text: str, where: str, *, tsv: bool = False) -> list[Item]:
         raise UserError(f"{where} is empty; expected rows of path,label[,group][,split]")
     columns = ["path", "label", "group", "split"]
     header = [c.strip().lower() for c in rows[0]]
+    first_line = 1
     if "path" in header and "label" in header:
         unknown = [c for c in header if c not in columns]
         if unknown:
             raise UserError(f"{where}: unknown column(s) {unknown}; allowed: {', '.join(columns)}")
-        columns, rows = header, rows[1:]
+        columns, rows, first_line = header, rows[1:], 2
     items = []
-    for lineno, row in enumerate(rows, 2 if columns != ["path", "label", "group", "split"] else 1):
+    for lineno, row in enumerate(rows, first_line):
         if len(row) < 2 or len(row) > len(columns):
             raise UserError(f"{where}:{lineno}: expected {len(columns)} or fewer columns (path,label,...), got {row}")
         rec = dict(zip(columns, (c.strip() for c in row)))
@@ -325,19 +329,29 @@ class ArchiveSource:
     def is_zip(self) -> bool:
         return zipfile.is_zipfile(self.path)
 
-    def _names(self) -> list[str]:
+    def _members(self) -> dict[str, str]:
+        """Normalised member name -> name as stored, in archive order.
+
+        ``tar -C folder -czf x.tgz .`` stores ``./cat/1.jpg``; ids use ``cat/1.jpg``.
+        """
         if self.is_zip:
             with zipfile.ZipFile(self.path) as zf:
-                return [i.filename for i in zf.infolist() if not i.is_dir()]
-        with tarfile.open(self.path) as tf:
-            return [m.name for m in tf if m.isfile()]
+                raw = [i.filename for i in zf.infolist() if not i.is_dir()]
+        else:
+            with tarfile.open(self.path) as tf:
+                raw = [m.name for m in tf if m.isfile()]
+        return {_normalise_member(n): n for n in raw}
+
+    def _names(self) -> list[str]:
+        return list(self._members())
 
     def _read(self, name: str) -> bytes:
+        raw = self._members()[name]
         if self.is_zip:
             with zipfile.ZipFile(self.path) as zf:
-                return zf.read(name)
+                return zf.read(raw)
         with tarfile.open(self.path) as tf:
-            f = tf.extractfile(name)
+            f = tf.extractfile(raw)
             assert f is not None
             return f.read()
 
@@ -354,12 +368,11 @@ class ArchiveSource:
             prefix = "" if prefix == "." else prefix + "/"
             text = self._read(listing).decode("utf-8-sig")
             items = parse_csv_list(text, f"{self.path}!{listing}", tsv=listing.lower().endswith(".tsv"))
-            known = set(names)
-            for item in items:
-                if prefix + item.id not in known:
-                    raise UserError(f"{self.path}!{listing}: {item.id!r} is not in the archive")
             order = {n: k for k, n in enumerate(names)}
-            return prefix, sorted(items, key=lambda i: order[prefix + i.id])
+            for item in items:
+                if _normalise_member(prefix + item.id) not in order:
+                    raise UserError(f"{self.path}!{listing}: {item.id!r} is not in the archive")
+            return prefix, sorted(items, key=lambda i: order[_normalise_member(prefix + i.id)])
         images = [n for n in names if _is_image_name(n)]
         prefix = _common_folder(images)
         rel = [n[len(prefix):] for n in images]
@@ -370,20 +383,23 @@ class ArchiveSource:
 
     def payloads(self, items: Sequence[Item]) -> Iterator[Payload]:
         prefix = self._layout()[0]
-        wanted = [prefix + i.id for i in items]
+        wanted = [_normalise_member(prefix + i.id) for i in items]
         if self.is_zip:
+            members = self._members()
             with zipfile.ZipFile(self.path) as zf:
                 for name in wanted:
-                    yield zf.read(name)
+                    yield zf.read(members[name])
             return
         position = 0
         with tarfile.open(self.path, mode="r|*") as tf:  # stream: one pass even when compressed
             for member in tf:
-                if position < len(wanted) and member.name == wanted[position]:
+                if position < len(wanted) and _normalise_member(member.name) == wanted[position]:
                     f = tf.extractfile(member)
                     assert f is not None
-                    yield f.read()
-                    position += 1
+                    data = f.read()
+                    while position < len(wanted) and wanted[position] == _normalise_member(member.name):
+                        yield data  # a list may name one member twice: its copies are adjacent
+                        position += 1
         if position != len(wanted):
             raise UserError(f"{self.path}: member {wanted[position]!r} missing or out of archive order")
 
@@ -392,12 +408,20 @@ class ArchiveSource:
         return _digest([self.path.name, str(st.st_size), str(st.st_mtime_ns), json.dumps(self.class_map, sort_keys=True)])
 
 
+def _normalise_member(name: str) -> str:
+    """``./a//b.jpg`` -> ``a/b.jpg``; ``..`` parts are kept (and refused by the caller)."""
+    return PurePosixPath(name).as_posix()
+
+
 def _common_folder(names: Sequence[str]) -> str:
-    """A single top-level folder all members share (``dataset/``), stripped from ids."""
+    """A single top-level folder all members share (``dataset/``), stripped from ids.
+
+    Stripped only while every name keeps at least ``class/file`` below it.
+    """
     prefix = ""
     while True:
         tops = {PurePosixPath(n[len(prefix):]).parts[0] for n in names if len(PurePosixPath(n[len(prefix):]).parts) > 1}
-        deep = all(len(PurePosixPath(n[len(prefix):]).parts) > 3 for n in names)
+        deep = all(len(PurePosixPath(n[len(prefix):]).parts) > 2 for n in names)
         if len(tops) != 1 or not deep:
             return prefix
         top = tops.pop()
@@ -523,7 +547,10 @@ class IdxSource(_ArraySource):
         return cls(p, tuple(class_names) if class_names else None)
 
     def _arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return _load_idx_cached(str(self.path))
+        key, fp = f"idx:{self.path}", self.fingerprint()
+        if _ARRAY_CACHE.get(key, ("", {}))[0] != fp:
+            _ARRAY_CACHE[key] = (fp, _load_idx(self.path))
+        return _ARRAY_CACHE[key][1]
 
     def _class_names(self) -> list[str]:
         if self.class_names:
@@ -538,14 +565,24 @@ class IdxSource(_ArraySource):
         return _digest([_stat_fingerprint(self.path, [f.name for f in files]), str(self.class_names)])
 
 
+_IDX_MARKERS = (
+    ("images", "-images-idx3-ubyte"),
+    ("images", "-images.idx3-ubyte"),  # Kaggle's spelling
+    ("labels", "-labels-idx1-ubyte"),
+    ("labels", "-labels.idx1-ubyte"),
+)
+
+
 def idx_files(folder: Path) -> dict[tuple[str, str], Path]:
     """{(prefix, "images"|"labels"): path} for IDX files found in ``folder``."""
     found: dict[tuple[str, str], Path] = {}
     if not folder.is_dir():
         return found
     for f in folder.iterdir():
+        if not f.is_file():  # Kaggle's MNIST has folders named like the files beside them
+            continue
         name = f.name.lower()
-        for kind, marker in (("images", "-images-idx3-ubyte"), ("labels", "-labels-idx1-ubyte")):
+        for kind, marker in _IDX_MARKERS:
             if marker in name:
                 found[(name.split(marker)[0], kind)] = f
     return found
@@ -568,24 +605,23 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 _IDX_SPLITS = {"train": "train", "t10k": "test", "test": "test", "val": "val"}
-_ARRAY_CACHE: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+#: path -> (fingerprint, arrays): one entry per source, replaced when its files change
+_ARRAY_CACHE: dict[str, tuple[str, dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
 
 
-def _load_idx_cached(folder: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    if folder not in _ARRAY_CACHE:
-        files = idx_files(Path(folder))
-        arrays = {}
-        for (prefix, kind), f in sorted(files.items()):
-            if kind != "images":
-                continue
-            if (prefix, "labels") not in files:
-                raise UserError(f"{f} has no matching labels file ({prefix}-labels-idx1-ubyte[.gz])")
-            images, labels = read_idx(f), read_idx(files[(prefix, "labels")])
-            if len(images) != len(labels):
-                raise UserError(f"{f}: {len(images)} images but {len(labels)} labels")
-            arrays[_IDX_SPLITS.get(prefix, prefix)] = (images, labels.astype(np.int64))
-        _ARRAY_CACHE[folder] = arrays
-    return _ARRAY_CACHE[folder]
+def _load_idx(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    files = idx_files(folder)
+    arrays = {}
+    for (prefix, kind), f in sorted(files.items()):
+        if kind != "images":
+            continue
+        if (prefix, "labels") not in files:
+            raise UserError(f"{f} has no matching labels file ({prefix}-labels-idx1-ubyte[.gz])")
+        images, labels = read_idx(f), read_idx(files[(prefix, "labels")])
+        if len(images) != len(labels):
+            raise UserError(f"{f}: {len(images)} images but {len(labels)} labels")
+        arrays[_IDX_SPLITS.get(prefix, prefix)] = (images, labels.astype(np.int64))
+    return dict(sorted(arrays.items(), key=lambda kv: kv[0] != "train"))  # train first, as for CIFAR
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -594,8 +630,11 @@ class _SafeUnpickler(pickle.Unpickler):
     ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # arrays pickled with protocol 5 (Python 3's default)
+        ("numpy._core.numeric", "_frombuffer"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 with protocol 2
     }
 
     def find_class(self, module: str, name: str):  # type: ignore[no-untyped-def]
@@ -627,22 +666,22 @@ class CifarSource(_ArraySource):
         return cls(p)
 
     def _arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        key = f"cifar:{self.path}"
-        if key not in _ARRAY_CACHE:
+        key, fp = f"cifar:{self.path}", self.fingerprint()
+        if _ARRAY_CACHE.get(key, ("", {}))[0] != fp:
             members = _cifar_members(self.path)
             by_split: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-            for name, raw in members.items():
+            for name, raw in sorted(members.items()):  # data_batch_1..5 in order, whatever the folder order
                 if name.startswith("data_batch") or name in ("train", "test", "test_batch"):
                     batch = _load_batch(raw, f"{self.path}:{name}")
                     data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
                     labels = np.asarray(batch.get("labels", batch.get("fine_labels")), dtype=np.int64)
                     split = "test" if name.startswith("test") else "train"
                     by_split.setdefault(split, []).append((np.ascontiguousarray(data), labels))
-            _ARRAY_CACHE[key] = {
+            _ARRAY_CACHE[key] = (fp, {
                 s: (np.concatenate([d for d, _ in parts]), np.concatenate([lab for _, lab in parts]))
                 for s, parts in sorted(by_split.items(), key=lambda kv: kv[0] != "train")
-            }
-        return _ARRAY_CACHE[key]
+            })
+        return _ARRAY_CACHE[key][1]
 
     def _class_names(self) -> list[str]:
         members = _cifar_members(self.path)
