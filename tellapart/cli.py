@@ -87,7 +87,7 @@ def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     overrides = list(args.set or [])
     if getattr(args, "model", None):
         overrides.insert(0, f"model.name={args.model}")
-    if getattr(args, "epochs", None):
+    if getattr(args, "epochs", None) is not None:
         overrides.append(f"epochs={args.epochs}")
     return load_config(args.config, overrides)
 
@@ -95,18 +95,16 @@ def _train_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _cmd_train(args: argparse.Namespace) -> int:
     from tellapart.train import config_to_dict, run_seeds, train
 
-    if args.resume:
-        result = train(args.cache, _train_config(args), args.out, resume=True, progress=not args.quiet)
-        print(json.dumps(result.summary, indent=2))
-        return 0
     cfg = _train_config(args)
-    if args.seeds > 1:
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1:  # OUT/seed-K runs; unfinished ones resume, with or without --resume
         from tellapart.data import Cache
 
         row = run_seeds(Cache(args.cache), config_to_dict(cfg), args.out, seeds=args.seeds, progress=not args.quiet)
         print(json.dumps(row, indent=2))
         return 0
-    result = train(args.cache, cfg, args.out, progress=not args.quiet)
+    result = train(args.cache, cfg, args.out, resume=args.resume, progress=not args.quiet)
     print(json.dumps(result.summary, indent=2))
     return 0
 
@@ -119,7 +117,7 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
         from tellapart.train._config import deep_merge
 
         base = deep_merge(base, _yaml_mapping(args.config))
-    if args.epochs:
+    if args.epochs is not None:
         base = {**base, "epochs": args.epochs}
     load_config(None, args.set or [], base=base)  # fail fast on a bad --set
     rows = run_ladder(args.cache, args.out, rungs=rungs, base=base, overrides=args.set or [], seeds=args.seeds, progress=not args.quiet)
@@ -131,9 +129,14 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
 def _yaml_mapping(path: Path) -> dict:  # type: ignore[type-arg]
     import yaml
 
+    from tellapart.train._config import yaml_load
+
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of config keys")
     return data
@@ -147,6 +150,31 @@ def _print_leaderboard(rows: list) -> None:  # type: ignore[type-arg]
             acc += f"±{r['val_acc_std']:.4f}"
         loss = "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
         print(f"{r['rank']:>4}  {r['rung']:18s} {r['model']:16s} {r['params']:>10,d} {acc:>8s} {loss:>9s} {r['images_per_s']:>8.0f}")
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from tellapart.tune import run_study
+
+    if args.quiet:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials' errors are in the leaderboard
+    result = run_study(
+        args.cache, args.space, args.out, trials=args.trials, budget=args.budget, storage=args.storage,
+        study_name=args.study_name, fix=args.fix or [], final=args.final, progress=not args.quiet,
+    )
+    done = sum(1 for r in result.leaderboard if r["state"] in ("complete", "pruned"))
+    print(f"{done} finished trial(s) in {result.storage}; leaderboard: {result.out / 'leaderboard.csv'}")
+    if result.best:
+        value = result.best["value"]
+        print(f"best: {result.best['name']}  val {value:.4f}" if value is not None else f"best: {result.best['name']}")
+    if result.report:
+        print(f"report: {result.report}")
+    if result.final:
+        lo, hi = result.final["accuracy_ci"]
+        print(f"final (train+val, tested once): accuracy {result.final['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={result.final['n']})")
+        print(f"final report: {result.final['report']}")
+    return 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -163,12 +191,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tellapart.evaluate import evaluate_run
+    from tellapart.train import rung_run
 
     run = args.run
     leaderboard = None
     if (run / "leaderboard.json").is_file():  # a ladder folder: evaluate its best rung, leaderboard on top
         leaderboard = json.loads((run / "leaderboard.json").read_text())
-        target = Path(leaderboard[0]["run"])
+        if not leaderboard:
+            raise UserError(f"{run / 'leaderboard.json'} lists no runs; finish the ladder first")
+        target = rung_run(run, leaderboard[0])
         metrics = evaluate_run(target, split=args.split, cache=args.cache, leaderboard=leaderboard, report_dir=run)
     else:
         metrics = evaluate_run(run, split=args.split, cache=args.cache)
@@ -274,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_help = (
         "config keys: model.name, model.args.*, optim.{name,lr,weight_decay,momentum}, schedule.{name,warmup_epochs}, "
         "augment.{hflip,rotate,translate,scale,brightness,contrast,cutout}, early_stopping.{metric,patience}, epochs, "
-        "batch_size, label_smoothing, class_weights, single_logit, normalize, seed, precision, channels_last, device"
+        "batch_size, label_smoothing, class_weights, single_logit, normalize, seed, precision, channels_last, device, "
+        "fine_tune.{freeze_epochs,unfreeze,lr_factor,discriminative,train_bn,cache_features}"
     )
     p = commands.add_parser("train", help="train one model on a prepared cache", description=train_help)
     p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
@@ -328,6 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_demo)
 
+    p = commands.add_parser(
+        "tune", help="search hyperparameters with Optuna (grid, random, TPE; successive halving); workers join one study"
+    )
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.add_argument("--space", required=True, help="search space YAML, or a bundled one: s1_grid, s2_two_stage")
+    p.add_argument("--out", type=Path, required=True, help="study folder: trials, leaderboard, report (and study.db)")
+    p.add_argument("--trials", type=int, help="finished trials the study should have, over all workers (default: the space's; a grid: all)")
+    p.add_argument("--budget", type=float, metavar="SECONDS", help="stop starting trials after this many seconds")
+    p.add_argument("--storage", metavar="URL", help="SQLAlchemy URL of the study, e.g. postgresql+psycopg2://... (default: sqlite:///OUT/study.db)")
+    p.add_argument("--study-name", help="study name in the storage (default: the space's name)")
+    p.add_argument(
+        "--fix", action="append", metavar="KEY=VALUE", help="set a config key for every trial; a searched key is then fixed (e.g. a stage-1 winner); repeatable"
+    )
+    p.add_argument("--final", action="store_true", help="then retrain the best configuration on train+val and test it once")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(handler=_cmd_tune)
+
     return parser
 
 
@@ -346,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        print(f"error: permission denied: {exc.filename}; choose a path you can read and write", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept (resume where the command supports it)", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Data: sources of labelled images, checks, splits, and the memory-mapped cache everything reads."""
 
-from ._batches import epoch_order, iter_batches, to_tensor
+from ._batches import RowReader, epoch_order, iter_batches, to_tensor
 from ._cache import Cache, PrepareConfig, prepare
 from ._check import CheckReport, check_source
 from ._decode import Decoded, Preprocess, decode
@@ -20,6 +20,7 @@ from ._synth import SynthConfig, synth_faces
 
 __all__ = [
     "ArchiveSource",
+    "RowReader",
     "Cache",
     "CheckReport",
     "CifarSource",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["epoch_order", "iter_batches", "to_tensor"]
+__all__ = ["RowReader", "epoch_order", "iter_batches", "to_tensor"]
 
 
 def epoch_order(indices: np.ndarray, seed: int, epoch: int, *, shuffle: bool = True) -> np.ndarray:
@@ -36,6 +37,40 @@ def iter_batches(
     for start in range(start_batch * batch_size, stop, batch_size):
         rows = np.sort(order[start : start + batch_size])
         yield pixels[rows], labels[rows], rows
+
+
+class RowReader:
+    """Rows of a cache file read with ``pread``, no memory map: resident memory is one batch.
+
+    For caches larger than RAM. A memory map keeps every page it touched mapped into the
+    process (the kernel even maps whole large folios per touch), so resident memory grows
+    toward the cache size; reads into a fresh buffer leave only the kernel's reclaimable page
+    cache behind. ``reader[rows]`` returns the same array as ``memmap[rows]``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], shape: tuple[int, ...]) -> None:
+        self.path = os.fspath(path)
+        self.shape = shape
+        self.row_bytes = int(np.prod(shape[1:]))
+        self.nbytes = self.row_bytes * shape[0]
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.atleast_1d(np.asarray(rows))
+        out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        flat = out.reshape(len(rows), self.row_bytes)
+        for k, row in enumerate(rows.tolist()):
+            if os.preadv(self._fd, [flat[k]], row * self.row_bytes) != self.row_bytes:
+                raise OSError(f"{self.path}: short read at row {row}")
+        return out
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
 
 def to_tensor(

@@ -28,6 +28,7 @@ import numpy as np
 
 from tellapart._errors import UserError
 
+from ._batches import RowReader
 from ._decode import Decoded, Preprocess
 from ._scan import Duplicates, find_duplicates, scan
 from ._sources import PairedSource, Source
@@ -130,6 +131,13 @@ class Cache:
         if len(self) == 0:
             return np.zeros(shape, dtype=np.uint8)
         return np.memmap(self.path / PIXELS, dtype=np.uint8, mode="r", shape=shape)
+
+    def reader(self, *, stream: bool) -> np.ndarray | RowReader:
+        """The pixels as the memory map (fast, pages stay resident) or streamed by ``pread`` (bounded memory)."""
+        if not stream or len(self) == 0:
+            return self.pixels
+        pre = self.preprocess
+        return RowReader(self.path / PIXELS, (len(self), pre.size, pre.size, pre.channels))
 
     def indices(self, split: str) -> np.ndarray:
         """Row indices of one split (train, val or test)."""

@@ -97,9 +97,10 @@ def _leakage_warnings(cache: Cache, split: str) -> list[str]:
 
 def leaderboard_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Ladder/tuning rows as the report shows them (the chart plots validation accuracy)."""
-    keep = ("rank", "params", "val_acc_std", "val_loss", "best_epoch", "epochs", "train_seconds", "images_per_s", "seeds")
+    keep = ("params", "val_acc_std", "val_loss", "best_epoch", "epochs", "train_seconds", "images_per_s", "seeds")
     return [
-        {"name": r.get("rung", r.get("name")), "model": r.get("model"), "val_acc": r.get("val_acc"), **{k: r.get(k) for k in keep if k in r}}
+        {"rank": r.get("rank"), "name": r.get("rung", r.get("name")), "model": r.get("model"), "val_acc": r.get("val_acc"),
+         **{k: r.get(k) for k in keep if k in r}}
         for r in rows
     ]
 

@@ -65,7 +65,7 @@ def export_onnx(run: str | Path, out: str | Path | None = None, *, samples: int 
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         wrapper, (example,), input_names=["image"], output_names=["probs"],
-        dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False,
+        dynamic_shapes={"x": {0: batch}}, dynamo=True, external_data=False, verbose=False,
     )
     assert program is not None
     program.save(str(tmp))

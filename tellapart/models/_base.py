@@ -27,9 +27,12 @@ class Classifier(nn.Module):
         model_name: Registered name it was built under (set by ``create_model``).
         model_args: Keyword arguments that rebuild it with ``create_model``
             (set by ``create_model``; nanoGPT's ``model_args``).
+        pretrained_mean_std: Per-channel (mean, std) of [0, 1] pixels that pretrained
+            weights expect, or None; the trainer then normalises with them.
     """
 
     default_weight_decay: float | None = None
+    pretrained_mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     model_name: str | None = None
     model_args: dict[str, Any]
 

@@ -111,7 +111,10 @@ def load(run: str | Path) -> Predictor:
 
 
 def expand_paths(inputs: Iterable[str]) -> list[Path]:
-    """Files, folders (searched recursively for images) and glob patterns -> sorted image paths."""
+    """Files, folders (searched recursively for images) and glob patterns -> image paths, each once.
+
+    Paths keep the order of ``inputs``; a folder's or a pattern's matches are sorted.
+    """
     found: list[Path] = []
     for item in inputs:
         matches = [Path(m) for m in sorted(glob.glob(item, recursive=True))] if glob.has_magic(item) else [Path(item)]
@@ -124,7 +127,7 @@ def expand_paths(inputs: Iterable[str]) -> list[Path]:
                 found.append(m)
             else:
                 raise UserError(f"file not found: {m}")
-    return found
+    return list(dict.fromkeys(found))  # a file named twice (say, directly and by a pattern) is predicted once
 
 
 def write_predictions(path: Path, predictions: Sequence[Prediction], class_names: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ from ._checkpoint import LoadedModel, find_checkpoint, load_model, read_checkpoi
 from ._config import (
     AugmentConfig,
     EarlyStopping,
+    FineTuneConfig,
     ModelConfig,
     OptimConfig,
     ScheduleConfig,
@@ -15,8 +16,10 @@ from ._config import (
     load_config,
 )
 from ._device import Runtime, resolve_runtime
+from ._features import FeatureFeeder, HeadOnly, cached_features, feature_key
+from ._finetune import FineTune, backbone_units, unfrozen_names
 from ._fit import RunResult, nested_subset, train
-from ._ladder import DEFAULT_LADDER, Rung, load_ladder, run_ladder, run_seeds
+from ._ladder import DEFAULT_LADDER, Rung, load_ladder, run_ladder, run_seeds, rung_run
 from ._loop import EvalResult, Feeder, TrainState, evaluate, logits_to_probs, train_one_epoch
 from ._schedule import lr_at
 
@@ -25,7 +28,11 @@ __all__ = [
     "AugmentConfig",
     "EarlyStopping",
     "EvalResult",
+    "FeatureFeeder",
     "Feeder",
+    "FineTune",
+    "FineTuneConfig",
+    "HeadOnly",
     "LoadedModel",
     "ModelConfig",
     "OptimConfig",
@@ -37,9 +44,12 @@ __all__ = [
     "TrainState",
     "apply_overrides",
     "augment_batch",
+    "backbone_units",
+    "cached_features",
     "config_from_dict",
     "config_to_dict",
     "evaluate",
+    "feature_key",
     "find_checkpoint",
     "load_config",
     "load_ladder",
@@ -51,7 +61,9 @@ __all__ = [
     "resolve_runtime",
     "run_ladder",
     "run_seeds",
+    "rung_run",
     "save_checkpoint",
     "train",
     "train_one_epoch",
+    "unfrozen_names",
 ]

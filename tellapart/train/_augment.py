@@ -54,9 +54,10 @@ def cutout(x: torch.Tensor, gen: torch.Generator, *, size: float) -> torch.Tenso
     side = max(1, int(round(size * min(h, w))))
     cy = (torch.rand(n, generator=gen) * h).long().view(-1, 1, 1)
     cx = (torch.rand(n, generator=gen) * w).long().view(-1, 1, 1)
+    top, left = cy - side // 2, cx - side // 2  # the square spans [top, top + side), clipped at the border
     ys = torch.arange(h).view(1, -1, 1)
     xs = torch.arange(w).view(1, 1, -1)
-    inside = ((ys - cy).abs() <= side // 2) & ((xs - cx).abs() <= side // 2)
+    inside = (ys >= top) & (ys < top + side) & (xs >= left) & (xs < left + side)
     return x.masked_fill(inside.unsqueeze(1).to(x.device), 0.0)
 
 

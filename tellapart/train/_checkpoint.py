@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from tellapart._errors import UserError
-from tellapart.models import Classifier, create_model
+from tellapart.models import Classifier, create_model, model_kwargs
 
 __all__ = ["CHECKPOINT_FORMAT", "LoadedModel", "save_checkpoint", "read_checkpoint", "load_model", "find_checkpoint"]
 
@@ -71,8 +71,11 @@ def load_model(run: str | Path, which: str = "best") -> LoadedModel:
     """Rebuilds the model of a run (or checkpoint file) in eval mode on the CPU."""
     ckpt = read_checkpoint(find_checkpoint(run, which))
     spec = ckpt["model"]
+    args = dict(spec["args"])
+    if "weights" in model_kwargs(spec["name"]):
+        args["weights"] = None  # pretrained weights are in the state dict below: never look for the file again
     model = create_model(
-        spec["name"], in_chans=spec["in_chans"], num_classes=spec["num_outputs"], input_size=spec["input_size"], **spec["args"]
+        spec["name"], in_chans=spec["in_chans"], num_classes=spec["num_outputs"], input_size=spec["input_size"], **args
     )
     model.load_state_dict(ckpt["state_dict"])
     model.eval()

@@ -6,6 +6,8 @@ Unknown keys and wrong types are errors naming the key (dacite, strict mode).
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from tellapart._errors import UserError
 __all__ = [
     "AugmentConfig",
     "EarlyStopping",
+    "FineTuneConfig",
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",
@@ -27,7 +30,24 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "apply_overrides",
+    "yaml_load",
 ]
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that reads ``1e-3`` as a number, as YAML 1.2 does (PyYAML's YAML 1.1 reads text)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parses YAML safely, with exponent floats (``lr: 1e-3``) read as numbers."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,34 @@ class EarlyStopping:
 
 
 @dataclass(frozen=True)
+class FineTuneConfig:
+    """Transfer learning (tellapart.train._finetune): frozen backbone first, then its top unfrozen.
+
+    Off (every layer trains from the start) while freeze_epochs is 0 and unfreeze is "all".
+    """
+
+    freeze_epochs: int = 0  # epochs training only the head, backbone frozen in inference mode; >= epochs: frozen all run
+    unfreeze: int | str = "all"  # then also train: "all", "none", the top K backbone blocks, or comma-separated name prefixes
+    lr_factor: float = 0.1  # lr multiplier once unfrozen after frozen epochs (Keras' guide recompiles at a ~10x lower lr)
+    discriminative: float | None = None  # each unfrozen block below the top: lr x this once more (ULMFiT: 1/2.6); None: off
+    train_bn: bool = False  # unfrozen BatchNorm layers update their statistics (False: inference mode, Keras training=False)
+    cache_features: bool = True  # frozen epochs without augmentation train the head on backbone features cached in CACHE/features
+
+    def __post_init__(self) -> None:
+        unfreeze_ok = (isinstance(self.unfreeze, str) and bool(self.unfreeze.strip())) or (
+            isinstance(self.unfreeze, int) and not isinstance(self.unfreeze, bool) and self.unfreeze >= 0
+        )
+        for key, value, ok in (
+            ("fine_tune.freeze_epochs", self.freeze_epochs, self.freeze_epochs >= 0),
+            ("fine_tune.unfreeze", self.unfreeze, unfreeze_ok),
+            ("fine_tune.lr_factor", self.lr_factor, self.lr_factor > 0),
+            ("fine_tune.discriminative", self.discriminative, self.discriminative is None or 0 < self.discriminative <= 1),
+        ):
+            if not ok:
+                raise UserError(f"config {key}={value!r} is out of range")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -100,7 +148,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (measured: no gain for small CNNs on CPU)
     threads: int = 0  # intra-op CPU threads; 0 = every core
     device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...
+    stream: Literal["auto", "on", "off"] = "auto"  # read the cache by pread, bounded memory; auto: when it is over half the RAM
     checkpoint_every_s: float = 120.0  # also checkpoint mid-epoch at this interval, seconds (0: epoch ends only)
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)  # freeze / unfreeze schedule for pretrained backbones
 
     def __post_init__(self) -> None:
         for key, value, ok in (
@@ -119,12 +169,30 @@ _DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: lambda v: 
 
 def config_from_dict(data: Mapping[str, Any], where: str = "config") -> TrainConfig:
     """Builds a TrainConfig; unknown keys and wrong types raise UserError naming the key."""
+    _check_keys(TrainConfig, data, "", where)
     try:
         return dacite.from_dict(TrainConfig, dict(data), config=_DACITE)
     except dacite.UnexpectedDataError as exc:
         raise UserError(f"{where}: unknown key(s) {sorted(exc.keys)}; see 'tellapart train --help'") from None
     except dacite.DaciteError as exc:
         raise UserError(f"{where}: {exc}") from None
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], prefix: str, where: str) -> None:
+    """What dacite reports poorly, by full key: unknown keys, booleans for numbers, Literal choices."""
+    hints = typing.get_type_hints(cls)
+    unknown = [f"{prefix}{k}" for k in data if k not in hints]
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; see 'tellapart train --help'")
+    for key, value in data.items():
+        hint, name = hints[key], f"{prefix}{key}"
+        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+            _check_keys(hint, value, f"{name}.", where)  # type: ignore[arg-type]
+        elif hint in (int, float) and isinstance(value, bool):
+            raise UserError(f"{where}: {name} must be a number, got {value!r}")
+        elif typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
+            choices = ", ".join(map(str, typing.get_args(hint)))
+            raise UserError(f"{where}: {name} must be one of {choices}; got {value!r}")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -148,7 +216,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: Ma
         if not p.is_file():
             raise UserError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise UserError(f"{p} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
@@ -173,7 +241,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
         if not sep or not key.strip():
             raise UserError(f"--set expects key=value (e.g. optim.lr=1e-3), got {item!r}")
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_load(raw)
         except yaml.YAMLError:
             value = raw
         node = out

@@ -14,11 +14,13 @@ Run folder::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -35,8 +37,10 @@ from tellapart.data import Cache, epoch_order
 from tellapart.models import Classifier, create_model
 
 from ._checkpoint import read_checkpoint, save_checkpoint
-from ._config import TrainConfig, config_from_dict, config_to_dict
+from ._config import TrainConfig, config_from_dict, config_to_dict, yaml_load
 from ._device import Runtime, environment_ledger, resolve_runtime
+from ._distributed import DistContext, all_reduce_sums, barrier, broadcast_flag, init_distributed, local_device, per_rank_batch, shard_order, shutdown
+from ._finetune import FineTune
 from ._loop import EvalResult, Feeder, TrainState, evaluate, train_one_epoch
 
 __all__ = ["RunResult", "train", "nested_subset", "EpochHook"]
@@ -74,9 +78,9 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    # Set both ways: the setting is process-wide and must not leak into the next run in this process.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def _normalisation(cache: Cache, mode: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -160,6 +164,8 @@ def train(
     on_epoch_end: EpochHook | None = None,
     progress: bool = True,
     tensorboard: bool = True,
+    init_state_dict: dict[str, torch.Tensor] | None = None,
+    train_splits: tuple[str, ...] = ("train",),
 ) -> RunResult:
     """Trains ``cfg`` on the cache's train split, selecting on val (the test split is never read).
 
@@ -167,41 +173,71 @@ def train(
         cache: a prepared cache (or its folder).
         cfg: the resolved training config.
         out: run folder; must be new or empty unless ``resume``.
-        resume: continue the run in ``out`` from its last checkpoint, to the same epoch count.
+        resume: continue the run in ``out`` from its last checkpoint, to the same epoch count and
+            with the config it started with (one stopped before its first checkpoint starts over;
+            one that stopped early stays stopped).
         on_epoch_end: ``(epoch, row) -> stop?`` called after every epoch.
+        init_state_dict: starting weights for a new run (tuning continues a promoted trial on more data).
+        train_splits: the splits to train on; with ``("train", "val")`` there is no validation, so the
+            run trains ``cfg.epochs`` epochs (tuning's final retraining of the chosen configuration).
     """
     cache = cache if isinstance(cache, Cache) else Cache(cache)
     out = Path(out)
     last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"run folder {out} is not a folder; choose another --out")
     saved: dict[str, Any] | None = None
-    if resume:
-        if not last_path.is_file():
+    if resume and not last_path.is_file():
+        if not (out / "config.yaml").is_file():
             raise UserError(f"nothing to resume in {out}: no checkpoints/last.pt (start it without --resume)")
+        # Stopped before its first checkpoint: nothing was kept, so resuming means starting over.
+        _log(progress, f"{out} stopped before its first checkpoint; starting it over")
+        started = yaml_load((out / "config.yaml").read_text()) or {}
+        cfg = config_from_dict({k: v for k, v in started.items() if k != "cache"}, str(out / "config.yaml"))
+        for name in ("config.yaml", "environment.json", "metrics.csv"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "tb", ignore_errors=True)
+        resume = False
+    if resume:
         saved = read_checkpoint(last_path)
         cfg = config_from_dict(saved["config"], f"{last_path} config")
         if saved.get("cache_fingerprint") != cache.fingerprint:
             raise UserError(f"{out} was trained on another cache (fingerprint differs); resume with the same cache")
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"run folder {out} already holds files; resume it with --resume, or choose a new --out")
-    out.mkdir(parents=True, exist_ok=True)
 
     _seed_everything(cfg.seed, cfg.deterministic)
     model, spec = build_model_for(cache, cfg)
     is_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads, is_conv=is_conv)
+    ctx = init_distributed(runtime.device)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
+    runtime = dataclasses.replace(runtime, device=local_device(runtime.device, ctx))
+    progress = progress and ctx.is_main
+    barrier(ctx)  # every rank has checked the run folder before rank 0 writes into it
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
-    optimizer = _build_optimizer(model, cfg)
-    aug_gen = torch.Generator().manual_seed(cfg.seed)
-    state = TrainState(model, optimizer, aug_gen)
+    fine_tune = FineTune(model, cfg, cache, progress=progress)  # freeze/unfreeze phases, cached backbone features
+    optimizer = fine_tune.regroup(_build_optimizer(model, cfg))
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * ctx.rank)  # each rank augments its own shard differently
+    if ctx.enabled:
+        if fine_tune.active:
+            raise UserError("fine-tuning phases and cached features are not supported under torchrun yet; train them in one process")
+        torch.manual_seed(cfg.seed + ctx.rank)  # dropout masks differ per rank; DDP broadcasts rank 0's weights
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    state = TrainState(ddp if ctx.enabled else model, optimizer, aug_gen)
 
-    train_rows = nested_subset(cache.indices("train"), cache.labels, cfg.train_fraction)
-    val_rows = cache.indices("val")
+    if "test" in train_splits:
+        raise UserError("the test split is never trained on")
+    train_rows = nested_subset(np.concatenate([cache.indices(s) for s in train_splits]), cache.labels, cfg.train_fraction)
+    val_rows = cache.indices("val")[:0] if "val" in train_splits else cache.indices("val")
     if len(train_rows) == 0:
         raise UserError(f"cache {cache.path} has no training images")
-    mean, std = _normalisation(cache, cfg.normalize)
-    feeder = Feeder(cache.pixels, cache.labels, mean, std, runtime)
+    mean, std = model.pretrained_mean_std or _normalisation(cache, cfg.normalize)  # pretrained weights bring theirs
+    feeder = Feeder(cache.reader(stream=_streams(cache, cfg)), cache.labels, mean, std, runtime)
     weights = _class_weights(cache.labels[train_rows], cache.num_classes, cfg.class_weights, runtime.device)
-    steps_per_epoch = math.ceil(len(train_rows) / cfg.batch_size)
+    rank_cfg = dataclasses.replace(cfg, batch_size=per_rank_batch(cfg.batch_size, ctx))  # batch_size is global
+    steps_per_epoch = math.ceil(len(shard_order(train_rows, ctx.rank, ctx.world)) / rank_cfg.batch_size)
     preprocess = {**cache.manifest["preprocess"], "mean": list(mean), "std": list(std), "channels_last": runtime.channels_last}
     config_dict = config_to_dict(cfg)
 
@@ -210,14 +246,18 @@ def train(
         optimizer.load_state_dict(saved["optimizer"])
         aug_gen.set_state(saved["rng"]["augment"])
         torch.set_rng_state(saved["rng"]["torch"])
+        if "cuda" in saved["rng"] and runtime.device.type == "cuda":  # dropout on the GPU draws from its own RNG
+            torch.cuda.set_rng_state(saved["rng"]["cuda"], runtime.device)
         for key in ("epoch", "batch", "step", "partial", "history", "best_value", "best_epoch", "wall_time"):
             setattr(state, key, saved["state"][key])
         _log(progress, f"resuming {out} at epoch {state.epoch + 1}, batch {state.batch} of {steps_per_epoch}")
-    else:
+    elif ctx.is_main:
+        if init_state_dict is not None:
+            model.load_state_dict(init_state_dict)
         (out / "config.yaml").write_text(yaml.safe_dump({**config_dict, "cache": str(cache.path.resolve())}, sort_keys=False))
         ledger = environment_ledger(
             runtime, seed=cfg.seed, cache=str(cache.path.resolve()), cache_fingerprint=cache.fingerprint,
-            train_images=int(len(train_rows)), val_images=int(len(val_rows)),
+            train_images=int(len(train_rows)), val_images=int(len(val_rows)), train_splits=list(train_splits),
         )
         (out / "environment.json").write_text(json.dumps(ledger, indent=2))
 
@@ -234,6 +274,8 @@ def train(
         if with_optimizer:
             data["optimizer"] = optimizer.state_dict()
             data["rng"] = {"augment": aug_gen.get_state(), "torch": torch.get_rng_state()}
+            if runtime.device.type == "cuda":
+                data["rng"]["cuda"] = torch.cuda.get_rng_state(runtime.device)
             data["state"] = {
                 k: getattr(state, k)
                 for k in ("epoch", "batch", "step", "partial", "history", "best_value", "best_epoch", "wall_time")
@@ -241,19 +283,24 @@ def train(
         return data
 
     def checkpoint(s: TrainState) -> None:
-        save_checkpoint(last_path, payload(with_optimizer=True))
+        if ctx.is_main:  # ranks run in lockstep (DDP syncs every step), so rank 0's position is everybody's
+            save_checkpoint(last_path, payload(with_optimizer=True))
 
-    writer = _tensorboard(out, state.epoch) if tensorboard else None
+    writer = _tensorboard(out, state.epoch) if tensorboard and ctx.is_main else None
     metric = cfg.early_stopping.metric
     stale = 0 if not state.history else state.epoch - state.best_epoch
+    patience = cfg.early_stopping.patience
     try:
-        while state.epoch < cfg.epochs:
-            order = epoch_order(train_rows, cfg.seed, state.epoch)
+        while state.epoch < cfg.epochs and not (patience and stale >= patience):  # a run that stopped early stays stopped
+            order = shard_order(epoch_order(train_rows, cfg.seed, state.epoch), ctx.rank, ctx.world)
+            epoch_feeder = fine_tune.begin_epoch(state, feeder, np.union1d(train_rows, val_rows))  # may swap state.model
             row_train = train_one_epoch(
-                state, feeder, order, cfg, steps_per_epoch=steps_per_epoch, class_weights=weights,
+                state, epoch_feeder, order, rank_cfg, steps_per_epoch=steps_per_epoch, class_weights=weights,
                 checkpoint=checkpoint, progress=progress,
             )
-            val: EvalResult | None = evaluate(model, feeder, val_rows, batch_size=cfg.eval_batch_size, class_weights=weights) if len(val_rows) else None
+            row_train = _reduce_train_row(row_train, ctx, runtime.device)
+            eval_model = state.model.module if ctx.enabled else state.model  # every rank scores all of val: same decisions
+            val: EvalResult | None = evaluate(eval_model, epoch_feeder, val_rows, batch_size=cfg.eval_batch_size, class_weights=weights) if len(val_rows) else None
             state.epoch += 1
             state.wall_time += row_train["train_seconds"]
             row = {
@@ -271,16 +318,18 @@ def train(
             value = row[metric] if row[metric] is not None else row["train_loss"]
             if _is_better(float(value), state.best_value, metric if val else "val_loss", cfg.early_stopping.min_delta):
                 state.best_value, state.best_epoch, stale = float(value), state.epoch, 0
-                save_checkpoint(best_path, payload(with_optimizer=False))
+                if ctx.is_main:
+                    save_checkpoint(best_path, payload(with_optimizer=False))
             else:
                 stale += 1
             checkpoint(state)
-            _write_csv(out / "metrics.csv", state.history)
+            if ctx.is_main:
+                _write_csv(out / "metrics.csv", state.history)
             if writer is not None:
                 _log_tensorboard(writer, row)
             _log(progress, _format_row(row, cfg.epochs))
-            stop = bool(on_epoch_end(state.epoch, row)) if on_epoch_end else False
-            if cfg.early_stopping.patience and stale >= cfg.early_stopping.patience:
+            stop = broadcast_flag(bool(on_epoch_end(state.epoch, row)) if on_epoch_end else False, ctx, runtime.device)
+            if patience and stale >= patience:
                 _log(progress, f"early stopping: no {metric} improvement for {stale} epochs; best epoch {state.best_epoch}")
                 stop = True
             if stop:
@@ -289,6 +338,7 @@ def train(
         if writer is not None:
             writer.close()
 
+    barrier(ctx)  # rank 0 has written best.pt
     if cfg.early_stopping.restore_best and best_path.is_file():
         model.load_state_dict(read_checkpoint(best_path)["state_dict"])
     best = state.history[state.best_epoch - 1] if state.best_epoch else (state.history[-1] if state.history else {})
@@ -307,8 +357,35 @@ def train(
         "precision": runtime.precision,
         "channels_last": runtime.channels_last,
     }
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    if ctx.is_main:
+        _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    summary["world_size"] = ctx.world
+    shutdown(ctx)
     return RunResult(out, model, state.history, state.best_epoch, best, summary)
+
+
+def _reduce_train_row(row: dict[str, float], ctx: DistContext, device: torch.device) -> dict[str, float]:
+    """Train loss/accuracy over all ranks' images; speed summed over ranks."""
+    if not ctx.enabled:
+        return row
+    seen = row["train_seen"]
+    sums = all_reduce_sums(
+        {"loss": row["train_loss"] * seen, "correct": row["train_acc"] * seen, "seen": seen, "speed": row["images_per_s"]},
+        ctx, device,
+    )
+    total = max(sums["seen"], 1.0)
+    return {**row, "train_seen": sums["seen"], "train_loss": sums["loss"] / total, "train_acc": sums["correct"] / total, "images_per_s": sums["speed"]}
+
+
+def _streams(cache: Cache, cfg: TrainConfig) -> bool:
+    """Read the cache by ``pread`` instead of the memory map: on when it is over half the RAM (or forced)."""
+    if cfg.stream != "auto":
+        return cfg.stream == "on"
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return False
+    return cache.pixels.nbytes > ram // 2
 
 
 def _tensorboard(out: Path, resume_epoch: int):  # type: ignore[no-untyped-def]

@@ -18,11 +18,12 @@ import yaml
 
 from tellapart._errors import UserError
 from tellapart.data import Cache
+from tellapart.models import model_kwargs
 
-from ._config import apply_overrides, config_from_dict, config_to_dict, deep_merge
+from ._config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, deep_merge, yaml_load
 from ._fit import _atomic_write, train
 
-__all__ = ["Rung", "DEFAULT_LADDER", "load_ladder", "run_ladder", "run_seeds"]
+__all__ = ["Rung", "DEFAULT_LADDER", "load_ladder", "run_ladder", "run_seeds", "rung_run"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,10 @@ def load_ladder(path: str | Path) -> tuple[dict[str, Any], list[Rung]]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"ladder file not found: {p}")
-    data = yaml.safe_load(p.read_text()) or {}
+    try:
+        data = yaml_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("rungs"), list):
         raise UserError(f"{p}: expected 'rungs:' with a list of {{name, config}} (and optionally 'base:')")
     rungs = []
@@ -82,20 +86,44 @@ def run_seeds(cache: Cache, config: Mapping[str, Any], out: Path, *, seeds: int,
 
     With one seed the run folder is ``out``; with several, ``out/seed-K``.
     """
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {seeds}")
     rows = []
     base_seed = int(config.get("seed", 0))
     for k in range(seeds):
         run_dir = out if seeds == 1 else out / f"seed-{k}"
         cfg = config_from_dict({**config, "seed": base_seed + k}, str(out))
+        _require_same_config(run_dir, cfg)
         summary_path = run_dir / "summary.json"
         if summary_path.is_file():
             rows.append(json.loads(summary_path.read_text()))
             continue
-        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        # a run that started (config.yaml written) resumes, from scratch if it never checkpointed
+        resume = (run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "config.yaml").is_file()
         if run_dir.exists() and not resume and any(run_dir.iterdir()):
-            raise UserError(f"{run_dir} holds files but no checkpoint; remove it to retrain")
+            raise UserError(f"{run_dir} holds files but no run; remove it to retrain")
         rows.append(train(cache, cfg, run_dir, resume=resume, progress=progress).summary)
     return _aggregate(rows, out, seeds)
+
+
+def _require_same_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """A run folder is reused only for the config it was started with, never silently for another."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    started = {k: v for k, v in (yaml_load(path.read_text()) or {}).items() if k != "cache"}
+    if config_from_dict(started, str(path)) != cfg:
+        raise UserError(f"{run_dir} was started with another config; choose a new --out, or delete {run_dir} to retrain it")
+
+
+def rung_run(ladder: str | Path, row: Mapping[str, Any]) -> Path:
+    """The run folder of a leaderboard row, found inside ``ladder`` (its first seed's with several).
+
+    The row's ``run`` path is as typed when the ladder ran (relative to that working directory);
+    this one holds wherever the ladder folder is read from.
+    """
+    folder = Path(ladder) / str(row["rung"])
+    return folder / "seed-0" if int(row.get("seeds") or 1) > 1 else folder
 
 
 def _aggregate(rows: Sequence[dict[str, Any]], out: Path, seeds: int) -> dict[str, Any]:
@@ -139,16 +167,23 @@ def run_ladder(
     """
     cache = cache if isinstance(cache, Cache) else Cache(cache)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if not rungs:
         raise UserError("the ladder has no rungs")
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {seeds}")
     names = [r.name for r in rungs]
     if len(set(names)) != len(names):
         raise UserError(f"rung names must be unique, got {names}")
     configs = {}
     for rung in rungs:  # validate every rung before training any
         merged = apply_overrides(deep_merge(dict(base or {}), rung.config), overrides)
-        configs[rung.name] = config_to_dict(config_from_dict(merged, f"rung {rung.name!r}"))
+        cfg = config_from_dict(merged, f"rung {rung.name!r}")
+        try:
+            model_kwargs(cfg.model.name)  # a misspelt model name fails now, not after the rungs before it
+        except UserError as exc:
+            raise UserError(f"rung {rung.name!r}: {exc}") from None
+        configs[rung.name] = config_to_dict(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for k, rung in enumerate(rungs, 1):
         if progress:

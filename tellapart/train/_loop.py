@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tellapart.data import iter_batches, to_tensor
+from tellapart.data import RowReader, iter_batches, to_tensor
 
 from ._augment import augment_batch
 from ._config import TrainConfig
@@ -26,7 +26,7 @@ __all__ = ["TrainState", "EvalResult", "Feeder", "train_one_epoch", "evaluate", 
 class Feeder:
     """Turns cache rows into model inputs: where pixels live and how they are normalised."""
 
-    pixels: np.ndarray  # (n, size, size, channels) uint8, usually a memory map
+    pixels: np.ndarray | RowReader  # (n, size, size, channels) uint8: the memory map, or a streaming reader
     labels: np.ndarray  # (n,) int64
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -102,7 +102,7 @@ def train_one_epoch(
         total=steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="batch",
         disable=not progress, leave=False,
     )
-    batches = iter_batches(feeder.pixels, feeder.labels, order, cfg.batch_size, start_batch=state.batch, drop_last=False)
+    batches = iter_batches(feeder.pixels, feeder.labels, order, cfg.batch_size, start_batch=state.batch)
     for pixels, labels, _ in batches:
         started = time.perf_counter()
         x = feeder.tensor(pixels)
@@ -133,6 +133,7 @@ def train_one_epoch(
     bar.close()
     seen = max(sums["seen"], 1.0)
     result = {
+        "train_seen": sums["seen"],
         "train_loss": sums["loss"] / seen,
         "train_acc": sums["correct"] / seen,
         "train_seconds": sums["seconds"],

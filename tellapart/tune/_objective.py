@@ -1,0 +1,187 @@
+"""The training function as the Optuna objective: suggest -> config -> train (per rung) -> value.
+
+Each trial trains into ``OUT/trials/<number>`` (``rung-<k>`` subfolders with data fidelity). A
+rung that finished is never retrained, and one with a checkpoint is resumed, so a trial retried
+after its worker was killed continues where it stopped (the retry inherits the ``run_dir``
+user attribute of the trial it repeats).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from tellapart.data import Cache
+from tellapart.train import TrainConfig, config_to_dict, read_checkpoint, train
+
+from ._space import SearchSpace
+
+__all__ = ["GridPointTaken", "TrainObjective", "train_rung"]
+
+#: ``train``'s signature (tests pass a fake with the same keyword arguments).
+TrainFn = Callable[..., Any]
+
+
+class GridPointTaken(Exception):
+    """Another trial already covers this grid point (two workers raced for the last ones)."""
+
+
+class TrainObjective:
+    """``objective(trial) -> validation metric`` for one search space.
+
+    Args:
+        cache: the prepared cache (or its folder) every trial trains on.
+        space: the study's search space.
+        out: the study folder; trials train into ``out/trials/<number>``.
+        train_fn: the training function (``tellapart.train.train``; tests pass a fake).
+        progress: print a line per trial and rung and the trainer's epoch lines.
+    """
+
+    def __init__(self, cache: Cache | str | Path | None, space: SearchSpace, out: str | Path, *, train_fn: TrainFn = train, progress: bool = True) -> None:
+        self.cache = cache
+        self.space = space
+        self.out = Path(out)
+        self.train_fn = train_fn
+        self.progress = progress
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+        if trial.user_attrs.get("interrupted"):
+            trial.set_user_attr("interrupted", False)  # a retry starts clean (it copies the attributes)
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # the next worker re-queues it (see _study)
+            raise
+        except (optuna.TrialPruned, GridPointTaken):
+            raise
+        except Exception as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _run(self, trial: optuna.trial.BaseTrial) -> float:
+        space = self.space
+        values = {p.key: p.suggest(trial) for p in space.params}
+        if space.is_grid and isinstance(trial, optuna.Trial):
+            _refuse_duplicate(trial)
+        cfg = space.config(values)
+        run_rel = str(trial.user_attrs.get("run_dir") or f"trials/{trial.number}")
+        trial.set_user_attr("run_dir", run_rel)
+        trial.set_user_attr("config", config_to_dict(cfg))
+        run_dir = self.out / run_rel
+        plan = space.rung_plan(cfg)
+        steps = space.steps()
+        metric = space.metric
+        rungs: list[dict[str, Any]] = []
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+        init_from: Path | None = None
+        for k, (fraction, epochs) in enumerate(plan):
+            last = k == len(plan) - 1
+            rung_dir = run_dir / f"rung-{k}" if len(plan) > 1 else run_dir
+            rung_cfg = dataclasses.replace(cfg, train_fraction=fraction, epochs=epochs)
+            _say(self.progress, f"[trial {trial.number}] {label}" + (f"  rung {k + 1}/{len(plan)}: {fraction:g} of train, {epochs} epochs" if len(plan) > 1 else ""))
+            pruned = False
+
+            def report_epoch(epoch: int, row: dict[str, Any]) -> bool:
+                nonlocal pruned
+                if row.get(metric) is None:
+                    return False
+                trial.report(float(row[metric]), epoch)
+                pruned = trial.should_prune()
+                return pruned
+
+            hook = report_epoch if space.fidelity.kind == "epochs" else None
+            summary = train_rung(self.train_fn, self.cache, rung_cfg, rung_dir, init_from=init_from, on_epoch_end=hook, progress=self.progress)
+            rungs.append(_rung_record(k, fraction, summary, rung_dir.relative_to(self.out)))
+            _record(trial, rungs)
+            value = summary.get(metric)
+            if value is None:
+                raise ValueError(f"the run in {rung_dir} has no {metric} (is the validation split empty?)")
+            if pruned:
+                raise optuna.TrialPruned(f"pruned at epoch {summary.get('epochs')}")
+            if space.fidelity.kind == "data" and not last:
+                trial.report(float(value), steps[k])
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after rung {k + 1} ({fraction:g} of train)")
+            init_from = rung_dir / "checkpoints" / "best.pt" if space.fidelity.warm_start else None
+        return float(value)
+
+
+def train_rung(
+    train_fn: TrainFn,
+    cache: Any,
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    init_from: Path | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], bool] | None = None,
+    progress: bool = True,
+    train_splits: tuple[str, ...] = ("train",),
+) -> dict[str, Any]:
+    """Trains one run (or reads it back when an earlier attempt finished it); returns its summary.
+
+    A run with a checkpoint is resumed; a folder left without one (killed in its first minutes)
+    is started again. ``init_from`` is a checkpoint whose weights start a new run.
+    """
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        return dict(json.loads(summary_path.read_text()))
+    resume = (run_dir / "checkpoints" / "last.pt").is_file()
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)
+    init = read_checkpoint(init_from)["state_dict"] if (init_from is not None and not resume and init_from.is_file()) else None
+    result = train_fn(
+        cache, cfg, run_dir, resume=resume, on_epoch_end=on_epoch_end, progress=progress,
+        init_state_dict=init, train_splits=train_splits,
+    )
+    return dict(result.summary)
+
+
+def _rung_record(k: int, fraction: float, summary: dict[str, Any], run: Path) -> dict[str, Any]:
+    return {
+        "rung": k,
+        "fraction": fraction,
+        "epochs": summary.get("epochs"),
+        "best_epoch": summary.get("best_epoch"),
+        "val_acc": summary.get("val_acc"),
+        "val_loss": summary.get("val_loss"),
+        "train_seconds": summary.get("train_seconds"),
+        "images_processed": summary.get("images_processed", 0),
+        "params": summary.get("params"),
+        "run": str(run),
+    }
+
+
+def _record(trial: optuna.trial.BaseTrial, rungs: list[dict[str, Any]]) -> None:
+    """What a leaderboard and a compute benchmark need, kept on the trial as it goes (two writes:
+    each is a database commit)."""
+    trial.set_user_attr("rungs", rungs)
+    trial.set_user_attr("images_processed", sum(r["images_processed"] or 0 for r in rungs))
+
+
+def _refuse_duplicate(trial: optuna.Trial) -> None:
+    """A grid point runs once: a trial that drew a point another trial covers stops here.
+
+    Optuna's GridSampler hands an unfinished point to a second worker once every point has
+    started (its documented behaviour in distributed runs). The earlier trial keeps the point.
+    """
+    mine = trial.params
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)):
+        if other.number == trial.number:
+            continue
+        params = other.params or other.system_attrs.get("fixed_params") or {}
+        if params == mine and (other.state != TrialState.RUNNING or other.number < trial.number):
+            trial.set_user_attr("duplicate_of", other.number)
+            raise GridPointTaken(f"trial {other.number} already covers {mine}")
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)
