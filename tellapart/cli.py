@@ -253,6 +253,53 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipe_list(args: argparse.Namespace) -> int:
+    from tellapart.recipes import list_recipes, load_recipe
+
+    for name in list_recipes():
+        print(f"{name:18s} {load_recipe(name).description}")
+    return 0
+
+
+def _cmd_recipe_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tellapart.recipes import load_recipe
+
+    print(yaml.safe_dump(dict(load_recipe(args.name, quick=args.quick).raw), sort_keys=False), end="")
+    return 0
+
+
+def _cmd_recipe_standin(args: argparse.Namespace) -> int:
+    from tellapart.recipes import read_marker, write_standin
+
+    out = write_standin(args.name, args.out, quick=args.quick, fashion_mnist=args.fashion_mnist, progress=not args.quiet)
+    print(f"{out}: {(read_marker(out) or {}).get('label', 'stand-in data')}")
+    return 0
+
+
+def _cmd_recipe_run(args: argparse.Namespace) -> int:
+    from tellapart.recipes import run_recipe
+
+    if args.quiet:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials' errors are in the leaderboards
+    summary = run_recipe(
+        args.name, args.data, args.out, quick=args.quick, overrides=args.set or [], class_map=args.class_map, progress=not args.quiet
+    )
+    _print_leaderboard(summary["candidates"])
+    test = summary["test"]
+    lo, hi = test["accuracy_ci"]
+    print(f"best on validation, tested once: {summary['best']['rung']}: accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={test['n']})")
+    print(f"  on {summary['data_label']}")
+    published = summary["published"]
+    for what, figure in (published or {}).get("figures", {}).items():
+        print(f"seed published: {what}: {figure} on {published['data']}")
+    print(f"report: {Path(summary['report']).resolve()}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -376,6 +423,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final", action="store_true", help="then retrain the best configuration on train+val and test it once")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=_cmd_tune)
+
+    p = commands.add_parser("recipe", help="the seeds' five studies as runnable recipes: list, show, standin, run")
+    recipe_cmds = p.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    q = recipe_cmds.add_parser("list", help="list the bundled recipes")
+    q.set_defaults(handler=_cmd_recipe_list)
+    q = recipe_cmds.add_parser("show", help="print a recipe's resolved YAML")
+    q.add_argument("name", help="a bundled recipe (see 'tellapart recipe list') or a recipe YAML file")
+    q.add_argument("--quick", action="store_true", help="with the recipe's quick overrides applied")
+    q.set_defaults(handler=_cmd_recipe_show)
+    q = recipe_cmds.add_parser("standin", help="write the data a recipe runs on here (synthetic faces; Fashion-MNIST as CIFAR or Imagenette)")
+    q.add_argument("name", help="a bundled recipe or a recipe YAML file")
+    q.add_argument("--out", type=Path, required=True, help="new or empty folder (one holding the same stand-in is reused)")
+    q.add_argument("--quick", action="store_true", help="the small stand-in that 'recipe run --quick' expects")
+    q.add_argument("--fashion-mnist", type=Path, help="folder of Fashion-MNIST's IDX files (default: /usr/share/datasets/fashion-mnist)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(handler=_cmd_recipe_standin)
+    q = recipe_cmds.add_parser("run", help="prepare, run the recipe's steps, test the model best on validation once")
+    q.add_argument("name", help="a bundled recipe or a recipe YAML file")
+    q.add_argument("--data", type=Path, required=True, help="the dataset in the recipe's layout, or its stand-in")
+    q.add_argument("--out", type=Path, required=True, help="recipe folder (re-running resumes)")
+    q.add_argument("--quick", action="store_true", help="scaled down per the recipe's quick: overrides (CI), not the protocol")
+    q.add_argument("--class-map", type=Path, help="folder-id -> class-name file (default: the recipe's, when the data has it)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key of every training run (repeatable)")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
+    q.set_defaults(handler=_cmd_recipe_run)
 
     return parser
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["RowReader", "epoch_order", "iter_batches", "to_tensor"]
 
@@ -85,6 +89,7 @@ def to_tensor(
 
     ``(x / 255 - mean) / std`` in one fused multiply-add: ``x * a + b``.
     """
+    import torch  # here, not at module level: decoding workers import the data package without torch
     x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True).permute(0, 3, 1, 2)
     if not channels_last:
         x = x.contiguous()

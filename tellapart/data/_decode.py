@@ -156,7 +156,10 @@ def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int]:
         img = ImageOps.pad(img, box, method, color=0)
     elif img.size != box:
         img = img.resize(box, method, reducing_gap=3.0)
-    bits = imagehash.phash(img).hash.flatten()
+    # phash resizes to 32x32 grey itself (Lanczos, ~0.4 ms at 150 px); a reduced bilinear copy is
+    # several times cheaper and hashes the same way for every image
+    small = img.convert("L").resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    bits = imagehash.phash(small).hash.flatten()
     phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
     pixels = np.asarray(img, dtype=np.uint8)
     if pixels.ndim == 2:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.pool
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,22 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return os.cpu_count() or 1
+
+
+def _pool(workers: int) -> mp.pool.Pool:
+    """Decoding processes, started as cheaply as is safe.
+
+    ``fork`` starts in milliseconds and shares what the parent imported, but is unsafe once
+    PyTorch's thread pools exist; then ``forkserver``, whose server imports the decoder once
+    (workers fork from it instead of importing it each).
+    """
+    import scipy.fftpack  # noqa: F401  (imagehash imports it on first use: once here, not per worker)
+
+    if "torch" not in sys.modules:
+        return mp.get_context("fork").Pool(workers)
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx.Pool(workers)
 
 
 def _decode_chunk(args: tuple[list[Payload], Preprocess]) -> list[Decoded]:
@@ -71,12 +89,7 @@ def scan(
         if workers <= 1 or len(items) < 4 * _CHUNK:
             consume(map(_decode_chunk, _chunks(payloads, pre)))
         else:
-            # forkserver: safe even when the parent has threads (PyTorch), cheap after the first start
-            ctx = mp.get_context("forkserver")
-            # the server imports the decoder (and torch, via the package) once, beside the default
-            # __main__; workers fork from it instead of importing it each (seconds per worker)
-            ctx.set_forkserver_preload(["__main__", __name__])
-            with ctx.Pool(workers) as pool:
+            with _pool(workers) as pool:
                 consume(pool.imap(_decode_chunk, _chunks(payloads, pre), chunksize=1))
     finally:
         bar.close()

@@ -113,6 +113,7 @@ def evaluate_run(
     leaderboard: list[dict[str, Any]] | None = None,
     report_dir: str | Path | None = None,
     title: str | None = None,
+    notes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluates the best checkpoint of ``run`` on ``split``; writes metrics.json and report.html.
 
@@ -122,6 +123,7 @@ def evaluate_run(
         cache: the cache to read (default: the one the run trained on).
         leaderboard: rows shown on top of the report (ladder and tuning reports).
         report_dir: where to write the files (default: the run folder).
+        notes: extra key/value lines for the report's summary (e.g. a recipe's published figures).
     """
     run = Path(run)
     loaded = load_model(run)
@@ -173,6 +175,7 @@ def evaluate_run(
             "reads of this split": str(reads),
             "model": f"{loaded.checkpoint['model']['name']} (best epoch {loaded.checkpoint.get('epoch')} on validation)",
             "cache": str(data.path),
+            **(notes or {}),
         },
     )
     record["report"] = str(write_report(out_dir / f"report{suffix}.html", inputs))

@@ -202,10 +202,19 @@ def _conv_stage(block: ConvBlock, in_chans: int, *, activation: str, bn_after_ac
         act = make_activation(block.activation or activation)
         layers += _normed([conv, act], norm, after_activation=bn_after_activation)
     if block.pool:
-        layers.append(POOLS[block.pool]())
+        pool = POOLS[block.pool]()
+        if block.pool == "max" and isinstance(layers[-1], _MONOTONIC):
+            # max-pool commutes with a non-decreasing activation: pooling first gives the same output
+            # with the activation on 4x fewer values (ReLU backward was 28% of the S1 grid CNN's step)
+            layers.insert(len(layers) - 1, pool)
+        else:
+            layers.append(pool)
     if block.dropout:
         layers.append(nn.Dropout(block.dropout))
     return nn.Sequential(*layers)
+
+
+_MONOTONIC = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Sigmoid, nn.Tanh)  # non-decreasing: max(f(x)) == f(max(x))
 
 
 _DEFAULT_BLOCKS = (
