@@ -213,6 +213,8 @@ def train(
     ctx = init_distributed(runtime.device)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     runtime = dataclasses.replace(runtime, device=local_device(runtime.device, ctx))
     progress = progress and ctx.is_main
+    _log(progress, f"device {runtime.device} x{ctx.world} process(es): {runtime.precision}"
+         f"{', channels_last' if runtime.channels_last else ''}, {runtime.threads} thread(s)")
     barrier(ctx)  # every rank has checked the run folder before rank 0 writes into it
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
