@@ -56,6 +56,21 @@ layers += [L.Flatten(), L.Dense(128, kernel_initializer='he_uniform', kernel_reg
 m = keras.Sequential(layers)
 loss = 'sparse_categorical_crossentropy'
 """},
+    "mnv2_full": {"model": {"name": "mobilenetv2_100"}, "size": 96, "channels": 3, "classes": 10, "batch": 64, "single_logit": False,
+                  "keras": """
+base = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, include_top=False, pooling='avg')
+m = keras.Sequential([keras.Input((96, 96, 3)), base, L.Dense(10, activation='softmax')])
+loss = 'sparse_categorical_crossentropy'
+"""},
+    # frozen base: tellapart trains the head on features cached in epoch 1; Keras recomputes the base every epoch
+    "mnv2_frozen": {"model": {"name": "mobilenetv2_100"}, "size": 96, "channels": 3, "classes": 10, "batch": 64, "single_logit": False,
+                    "extra": {"fine_tune": {"freeze_epochs": 100}},
+                    "keras": """
+base = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, include_top=False, pooling='avg')
+base.trainable = False
+m = keras.Sequential([keras.Input((96, 96, 3)), base, L.Dense(10, activation='softmax')])
+loss = 'sparse_categorical_crossentropy'
+"""},
 }
 
 KERAS_SCRIPT = r"""
@@ -87,7 +102,7 @@ import json, sys
 from tellapart.train import config_from_dict, train
 spec = json.loads(sys.argv[1])
 cfg = config_from_dict({"model": spec["model"], "epochs": spec["epochs"], "batch_size": spec["batch"],
-                        "single_logit": spec["single_logit"], "checkpoint_every_s": 0})
+                        "single_logit": spec["single_logit"], "checkpoint_every_s": 0, **spec.get("extra", {})})
 result = train(spec["cache"], cfg, spec["out"], progress=False, tensorboard=False)
 later = result.history[1:]
 print(json.dumps({"images_per_s": sum(r["images_per_s"] for r in later) / len(later), "precision": result.summary["precision"]}))
@@ -123,7 +138,7 @@ def run(cmd: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--tf-python", default=str(Path(__file__).resolve().parents[1] / ".venv-bench/bin/python"))
