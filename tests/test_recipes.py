@@ -205,11 +205,14 @@ def test_cli_lists_shows_and_writes_stand_ins(tmp_path: Path, capsys: pytest.Cap
     assert main(["recipe", "list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in RECIPES)
+    assert main(["recipe", "show", "s1_grid_rounds"]) == 0
+    assert "limit:" not in capsys.readouterr().out
     assert main(["recipe", "show", "s1_grid_rounds", "--quick"]) == 0
-    assert "limit: 300" in capsys.readouterr().out
+    assert f"limit: {load_recipe('s1_grid_rounds', quick=True).prepare.limit}" in capsys.readouterr().out
     assert main(["recipe", "standin", "s0_faces_ladder", "--out", str(tmp_path / "faces"), "--quick", "--quiet"]) == 0
     assert "synthetic stand-in" in capsys.readouterr().out
-    assert len(list((tmp_path / "faces" / "face").iterdir())) == 150
+    pairs = load_recipe("s0_faces_ladder", quick=True).standin.args["pairs"]  # type: ignore[union-attr]
+    assert len(list((tmp_path / "faces" / "face").iterdir())) == pairs
     assert main(["recipe", "run", "s0_faces_ladder", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "recipe standin s0_faces_ladder" in capsys.readouterr().err
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tellapart._errors import UserError
-from tellapart.data import Cache, open_source, prepare
+from tellapart.data import Cache, Source, open_source, prepare
 from tellapart.train import config_from_dict, config_to_dict, run_ladder, run_seeds, rung_run
 from tellapart.train._config import apply_overrides, deep_merge, yaml_load
 from tellapart.train._fit import _atomic_write
@@ -152,7 +152,7 @@ def _validate(recipe: Recipe, overrides: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- the whole recipe
 
 
-def _open(recipe: Recipe, data: Path, class_map: str | Path | None):  # type: ignore[no-untyped-def]
+def _open(recipe: Recipe, data: Path, class_map: str | Path | None) -> Source:
     """The data as the recipe's source spec says; a relative class map is looked up in the data folder."""
     spec = recipe.source
     mapping: str | Path | None = class_map
@@ -258,13 +258,14 @@ def run_recipe(
         candidates += _RUNNERS[step.kind](step, _Context(cache, out / step.name, recipe.base, overrides, progress))
     rows = _leaderboard(out, candidates)
     best = rows[0]
-    metrics = _evaluate_once(recipe, out, cache, best, rows, _data_label(data, len(cache)), progress)
+    data_label = _data_label(data, len(cache))
+    metrics = _evaluate_once(recipe, out, cache, best, rows, data_label, progress)
     baseline = next((r for r in rows if r["rung"] == recipe.baseline), None)
     summary = {
         "recipe": recipe.name,
         "quick": recipe.quick,
         "data": str(data),
-        "data_label": _data_label(data, len(cache)),
+        "data_label": data_label,
         "published": {"data": recipe.published.data, "figures": dict(recipe.published.figures)} if recipe.published else None,
         "test": {k: metrics[k] for k in ("accuracy", "accuracy_ci", "n", "errors", "loss") if k in metrics},
         "best": best,
