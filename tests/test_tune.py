@@ -239,7 +239,9 @@ def _grid_covered_once(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 @pytest.mark.slow
 def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path: Path) -> None:
     url, name = _sqlite(tmp_path), "grid8"
-    first = _worker(tmp_path, url, name, delay=0.25)
+    # long trials make the kill land inside a trial that has a heartbeat; a worker killed in the
+    # instant between asking for a trial and its first heartbeat leaves a trial Optuna cannot see as stale
+    first = _worker(tmp_path, url, name, delay=1.0)
     study = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
