@@ -268,7 +268,7 @@ def test_killed_worker_resumes_without_losing_or_repeating_trials(tmp_path: Path
     assert all(after[n] == v for n, v in before.items())  # finished trials kept as they were
     retry = [t for t in complete if t.system_attrs.get("failed_trial") == killed[0].number]
     assert len(retry) == 1
-    if killed[0].params:  # it had started training (not killed between asking and suggesting): resumed in place
+    if killed[0].user_attrs.get("run_dir"):  # it had recorded its run folder before the kill: resumed in place
         assert retry[0].user_attrs["run_dir"] == f"trials/{killed[0].number}"
     assert study.get_trials()[killed[0].number].state == TrialState.FAIL
 
