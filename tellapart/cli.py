@@ -78,6 +78,14 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from tellapart.data import shard_cache
+
+    paths = shard_cache(args.cache, args.parts, args.out, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {len(paths)} part(s) and {Path(args.out) / 'shards.json'}; copy shards.json and part-K to machine K")
+    return 0
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -106,6 +114,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     result = train(args.cache, cfg, args.out, resume=args.resume, progress=not args.quiet)
     print(json.dumps(result.summary, indent=2))
+    return 0
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from tellapart.train import find_lr
+
+    result = find_lr(
+        args.cache, _train_config(args), args.out, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+        progress=not args.quiet,
+    )
+    ended = f"stopped at lr {result.lrs[-1]:.2g}: the loss diverged" if result.diverged else f"up to lr {result.lrs[-1]:.2g}"
+    print(f"suggested lr: {result.suggested_lr:.2g} (steepest loss descent; {len(result.lrs)} steps, {ended})")
+    print(f"train with: --set optim.lr={result.suggested_lr:.2g}")
+    if result.csv and result.plot:
+        print(f"wrote {result.csv} and {result.plot}")
     return 0
 
 
@@ -344,6 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date cache exists")
     p.set_defaults(handler=_cmd_prepare)
 
+    p = data_cmds.add_parser(
+        "shard",
+        help="split a cache's train split into N parts for N machines (torchrun without a shared filesystem)",
+        description="Writes OUT/part-000 ... part-(N-1), each a complete cache holding a disjoint, stratified 1/N of "
+        "the train split and the whole val and test splits, plus OUT/shards.json. Copy shards.json and part-K to "
+        "machine K, then run 'torchrun ... -m tellapart train OUT' on every machine: node K reads part K "
+        "(or, with as many parts as processes, rank K reads part K).",
+    )
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.add_argument("--parts", type=int, required=True, help="number of parts: machines (or processes) that will train")
+    p.add_argument("--out", type=Path, required=True, help="new or empty folder for the parts and shards.json")
+    p.add_argument("--seed", type=int, default=0, help="the shuffle that deals train images to parts (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(handler=_cmd_shard)
+
     p = commands.add_parser("models", help="list registered models and their options")
     p.add_argument("pattern", nargs="?", default="*", help="glob over names (default: *)")
     p.add_argument("-v", "--verbose", action="store_true", help="show each model's options and defaults")
@@ -352,11 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_help = (
         "config keys: model.name, model.args.*, optim.{name,lr,weight_decay,momentum}, schedule.{name,warmup_epochs}, "
         "augment.{hflip,rotate,translate,scale,brightness,contrast,cutout}, early_stopping.{metric,patience}, epochs, "
-        "batch_size, label_smoothing, class_weights, single_logit, normalize, seed, precision, channels_last, device, "
-        "fine_tune.{freeze_epochs,unfreeze,lr_factor,discriminative,train_bn,cache_features}"
+        "batch_size, label_smoothing, class_weights, single_logit, normalize, seed, precision, channels_last, compile, device, "
+        "fine_tune.{freeze_epochs,unfreeze,lr_factor,discriminative,train_bn,cache_features}, "
+        "distributed.{batch,scale_lr,sync_batchnorm} (torchrun: batch_size global or per_process; lr scaled none|linear|sqrt)"
     )
     p = commands.add_parser("train", help="train one model on a prepared cache", description=train_help)
-    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare' (under torchrun also one by 'data shard')")
     p.add_argument("--model", help="registered model name (see 'tellapart models')")
     p.add_argument("--config", type=Path, help="YAML file of config keys")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set optim.lr=1e-3 (repeatable)")
@@ -366,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1, help="repeat with N seeds and report mean ± std (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_train)
+
+    p = commands.add_parser(
+        "lr-find", help="learning-rate range test: suggests optim.lr for a model and config", description=train_help
+    )
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.add_argument("--model", help="registered model name (see 'tellapart models')")
+    p.add_argument("--config", type=Path, help="YAML file of config keys")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. --set batch_size=32 (repeatable)")
+    p.add_argument("--out", type=Path, help="folder for lr_find.csv and lr_find.png (default: write no files)")
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps of the test (default: 100)")
+    p.add_argument("--start-lr", type=float, default=1e-7, help="learning rate of the first step (default: 1e-7)")
+    p.add_argument("--end-lr", type=float, default=10.0, help="learning rate of the last step (default: 10)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_cmd_lr_find)
 
     p = commands.add_parser("ladder", help="train the model ladder on one split; write a leaderboard", description=train_help)
     p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
@@ -453,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that train: they re-execute themselves once with glibc malloc tuned (see _launch).
-_TRAINING_COMMANDS = {"train", "ladder", "demo", "tune", "recipe"}
+_TRAINING_COMMANDS = {"train", "lr-find", "ladder", "demo", "tune", "recipe"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,3 +184,211 @@ def test_training_streams_a_cache_larger_than_its_memory_budget(tmp_path: Path) 
     streamed_kb = growth("on", "run-streamed")
     assert mapped_kb > budget_kb, f"control held only {mapped_kb} kB resident; the test would prove nothing"
     assert streamed_kb < budget_kb, f"{streamed_kb} kB of the cache resident, over the budget {budget_kb} kB (cache {size_kb} kB)"
+
+
+# --------------------------------------------------------------------------- batch semantics, lr scaling, SyncBatchNorm
+
+
+def test_distributed_config_round_trips_and_names_bad_choices() -> None:
+    from tellapart._errors import UserError
+    from tellapart.train import DistributedConfig, config_from_dict, config_to_dict, load_config
+
+    cfg = load_config(None, ["distributed.batch=per_process", "distributed.scale_lr=sqrt", "distributed.sync_batchnorm=true"])
+    assert cfg.distributed == DistributedConfig(batch="per_process", scale_lr="sqrt", sync_batchnorm=True)
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    assert load_config(None).distributed == DistributedConfig()  # default: the global batch, lr as configured
+    with pytest.raises(UserError, match="distributed.batch must be one of global, per_process; got 'local'"):
+        load_config(None, ["distributed.batch=local"])
+    with pytest.raises(UserError, match="distributed.scale_lr must be one of none, linear, sqrt"):
+        load_config(None, ["distributed.scale_lr=square"])
+    with pytest.raises(UserError, match="unknown key.*distributed.scale"):
+        load_config(None, ["distributed.scale=linear"])
+    with pytest.raises(UserError, match="distributed.scale_lr must be one of"):
+        DistributedConfig(scale_lr="cubic")  # type: ignore[arg-type]  # the Python API checks too
+
+
+@pytest.mark.parametrize(
+    ("batch", "scale", "world", "rank_batch", "lr"),
+    [
+        ("global", "linear", 4, 16, 0.1),  # global batch = batch_size: k = 1, nothing to scale
+        ("per_process", "none", 4, 64, 0.1),
+        ("per_process", "linear", 4, 64, 0.4),  # Goyal et al.: k = 4 times the batch, 4 times the lr
+        ("per_process", "sqrt", 4, 64, 0.2),
+        ("per_process", "linear", 1, 64, 0.1),  # one process: k = 1
+    ],
+)
+def test_rank_config_splits_the_batch_and_scales_the_lr(batch: str, scale: str, world: int, rank_batch: int, lr: float) -> None:
+    from tellapart.train import load_config
+    from tellapart.train._distributed import DistContext, rank_config
+
+    cfg = load_config(None, ["batch_size=64", "optim.lr=0.1", f"distributed.batch={batch}", f"distributed.scale_lr={scale}"])
+    got = rank_config(cfg, DistContext(0, world))
+    assert got.batch_size == rank_batch
+    assert got.optim.lr == pytest.approx(lr)
+    assert cfg.optim.lr == 0.1  # the configured value is kept for the run folder: a resume scales it once again
+
+
+def test_global_batch_that_does_not_split_names_both_fixes() -> None:
+    from tellapart._errors import UserError
+    from tellapart.train import load_config
+    from tellapart.train._distributed import DistContext, rank_config
+
+    with pytest.raises(UserError, match="multiple of the 3 processes, or set distributed.batch=per_process"):
+        rank_config(load_config(None, ["batch_size=64"]), DistContext(0, 3))
+
+
+def test_sync_batchnorm_keeps_checkpoint_keys_and_is_a_noted_no_op_in_one_process(
+    small_cache: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from tellapart.models import create_model
+    from tellapart.train import config_from_dict, read_checkpoint, train
+
+    plain = create_model("cnn", in_chans=3, num_classes=2, input_size=16)
+    keys = list(plain.state_dict())
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(create_model("cnn", in_chans=3, num_classes=2, input_size=16))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())
+    assert list(synced.state_dict()) == keys  # same names: checkpoints of a synced run load into the plain model
+    plain.load_state_dict(synced.state_dict())
+
+    cfg = config_from_dict({"model": {"name": "cnn"}, "epochs": 1, "batch_size": 8, "precision": "fp32", "threads": 1,
+                            "checkpoint_every_s": 0, "distributed": {"sync_batchnorm": True}})  # fmt: skip
+    result = train(small_cache, cfg, tmp_path / "run", progress=False, tensorboard=False)
+    assert "distributed.sync_batchnorm ignored: one process" in capfd.readouterr().err
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in result.model.modules())
+    assert list(read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state_dict"]) == keys
+
+
+RECORDER = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    import torch
+    import tellapart.train._fit as fit
+    import tellapart.train._loop as loop
+    from tellapart.train import config_from_dict, train
+
+    data, out, log, cfg = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4])
+    rank = int(os.environ["RANK"])
+    record = {"batches": [], "ids": []}
+    real_batches, real_open = loop.iter_batches, fit._open_data
+
+    def batches(pixels, labels, order, batch_size, **kw):
+        for item in real_batches(pixels, labels, order, batch_size, **kw):
+            if "start_batch" in kw:  # training batches (evaluation calls without it)
+                record["batches"].append(len(item[2]))
+                record["ids"].extend(record["part_ids"][r] for r in item[2].tolist())
+            yield item
+
+    def open_data(path):
+        cache, share = real_open(path)
+        record["part"], record["part_ids"] = cache.path.name, cache.ids
+        return cache, share
+
+    loop.iter_batches, fit._open_data = batches, open_data
+    try:
+        result = train(data, config_from_dict(cfg), out, progress=False, tensorboard=False)
+    except Exception as exc:
+        (log / f"rank{rank}.json").write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        raise SystemExit(2)
+    record["weights"] = torch.cat([p.detach().flatten() for p in result.model.parameters()]).tolist()
+    (log / f"rank{rank}.json").write_text(json.dumps(record))
+    """
+)
+
+
+def _record_torchrun(tmp: Path, data: Path, out: Path, cfg: dict) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    driver, log = tmp / "recorder.py", tmp / "log"
+    driver.write_text(RECORDER)
+    log.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(driver),
+           str(data), str(out), str(log), json.dumps(cfg)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ranks = [json.loads(p.read_text()) for p in sorted(log.glob("rank*.json"))]
+    return done, ranks
+
+
+_MLP = {"model": {"name": "mlp", "args": {"hidden": [16]}}, "precision": "fp32", "threads": 1, "checkpoint_every_s": 0}
+
+
+@pytest.mark.slow
+def test_torchrun_per_process_batch_with_linear_lr_scaling(tmp_path: Path, small_cache: Path) -> None:
+    cfg = {**_MLP, "epochs": 2, "batch_size": 8, "optim": {"lr": 1e-3},
+           "distributed": {"batch": "per_process", "scale_lr": "linear"}}  # fmt: skip
+    done, ranks = _record_torchrun(tmp_path, small_cache, tmp_path / "run", cfg)
+    assert done.returncode == 0, done.stderr[-3000:]
+    train_rows = len(Cache(small_cache).indices("train"))
+    steps = -(-(-(-train_rows // 2)) // 8)  # ceil(ceil(rows / 2 ranks) / 8)
+    for r in ranks:  # each rank took batch_size rows a step (the epoch's last batch holds the rest), not batch_size / 2
+        assert len(r["batches"]) == 2 * steps
+        assert r["batches"][: steps - 1] == [8] * (steps - 1) and max(r["batches"]) == 8
+    assert np.allclose(ranks[0]["weights"], ranks[1]["weights"])
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [float(r["lr"]) for r in rows] == [pytest.approx(2e-3)] * 2  # global batch 16 = 2 x 8: lr x 2
+    ledger = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert ledger["lr"] == pytest.approx(2e-3)
+    assert ledger["distributed"] | {"lr": 0} == {"world_size": 2, "batch": "per_process", "per_process_batch": 8, "global_batch": 16,
+                                                 "scale_lr": "linear", "configured_lr": 1e-3, "lr": 0, "sync_batchnorm": False}  # fmt: skip
+    assert "distributed" in (tmp_path / "run" / "config.yaml").read_text()  # as configured: scale_lr, lr 1e-3
+    assert "lr: 0.001" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_torchrun_sync_batchnorm_on_cpu_is_refused_with_the_way_out(tmp_path: Path, small_cache: Path) -> None:
+    """PyTorch's SyncBatchNorm raises on CPU tensors in a process group; tellapart says so before training."""
+    cfg = {**_MLP, "model": {"name": "cnn"}, "epochs": 1, "batch_size": 8, "distributed": {"sync_batchnorm": True}}
+    done, ranks = _record_torchrun(tmp_path, small_cache, tmp_path / "run", cfg)
+    assert done.returncode != 0
+    assert len(ranks) == 2
+    for r in ranks:
+        assert r["error"].startswith("UserError: distributed.sync_batchnorm needs CUDA")
+        assert "--set distributed.sync_batchnorm=false" in r["error"]
+
+
+# --------------------------------------------------------------------------- shard sets (one part per machine)
+
+
+@pytest.mark.slow
+def test_torchrun_on_a_shard_set_reads_one_part_per_rank(tmp_path: Path) -> None:
+    from _images import write_class_folders
+
+    from tellapart.data import shard_cache
+
+    write_class_folders(tmp_path / "ds", {"ant": 13, "bee": 12})  # 17 train images: parts of 9 and 8
+    small_cache = prepare(open_source(tmp_path / "ds"), tmp_path / "cache", PrepareConfig(preprocess=Preprocess(size=8), workers=1), progress=False).path
+    parts = [Cache(p) for p in shard_cache(small_cache, 2, tmp_path / "set", progress=False)]
+    assert sorted(len(p.indices("train")) for p in parts) == [8, 9]  # unequal: the shorter part must wrap
+    cfg = {**_MLP, "epochs": 2, "batch_size": 4}
+    done, ranks = _record_torchrun(tmp_path, tmp_path / "set", tmp_path / "run", cfg)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["part"] for r in ranks] == ["part-000", "part-001"]  # rank k opened part k only
+    part_train = [{p.ids[i] for i in p.indices("train")} for p in parts]
+    read = [set(r["ids"]) for r in ranks]
+    assert read == part_train  # each rank read all of its part's train rows and nothing else
+    assert not read[0] & read[1]  # disjoint
+    source = Cache(small_cache)
+    assert read[0] | read[1] == {source.ids[i] for i in source.indices("train")}  # covering the train split
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"])  # the same steps on every rank (DDP would hang otherwise)
+    assert sum(ranks[0]["batches"]) == sum(ranks[1]["batches"]) == 2 * max(len(t) for t in part_train)  # the shorter part wraps
+    assert np.allclose(ranks[0]["weights"], ranks[1]["weights"])  # DDP kept the replicas identical
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert f"cache: {(tmp_path / 'set').resolve()}" in config
+
+
+def test_a_one_part_set_trains_in_one_process_resumes_and_evaluates(small_cache: Path, tmp_path: Path) -> None:
+    """The set's fingerprint is what a run records: resume checks it; evaluation reads a part's test split."""
+    from tellapart._errors import UserError
+    from tellapart.data import ShardSet, shard_cache
+    from tellapart.evaluate import evaluate_run
+    from tellapart.train import config_from_dict, read_checkpoint, train
+
+    shard_cache(small_cache, 1, tmp_path / "set", progress=False)
+    cfg = config_from_dict({**_MLP, "epochs": 1, "batch_size": 8})
+    train(tmp_path / "set", cfg, tmp_path / "run", progress=False, tensorboard=False)
+    assert read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["cache_fingerprint"] == ShardSet(tmp_path / "set").fingerprint
+    with pytest.raises(UserError, match="trained on another cache"):
+        train(small_cache, cfg, tmp_path / "run", resume=True, progress=False)
+    train(tmp_path / "set", cfg, tmp_path / "run", resume=True, progress=False, tensorboard=False)  # already done: no error
+    metrics = evaluate_run(tmp_path / "run")
+    assert metrics["n"] == len(Cache(small_cache).indices("test"))

@@ -3,6 +3,7 @@
 from ._batches import RowReader, epoch_order, iter_batches, to_tensor
 from ._cache import Cache, PrepareConfig, prepare
 from ._check import CheckReport, check_source
+from ._shards import PartShare, ShardSet, is_shard_set, shard_cache
 from ._decode import Decoded, Preprocess, decode
 from ._sources import (
     ArchiveSource,
@@ -30,17 +31,21 @@ __all__ = [
     "IdxSource",
     "Item",
     "PairedSource",
+    "PartShare",
     "PrepareConfig",
     "Preprocess",
+    "ShardSet",
     "Source",
     "SplitConfig",
     "SynthConfig",
     "check_source",
     "decode",
     "epoch_order",
+    "is_shard_set",
     "iter_batches",
     "open_source",
     "prepare",
+    "shard_cache",
     "split_by_group",
     "synth_faces",
     "to_tensor",

@@ -18,7 +18,8 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +35,7 @@ from ._scan import Duplicates, find_duplicates, scan
 from ._sources import PairedSource, Source
 from ._split import SPLITS, SplitConfig, split_by_group
 
-__all__ = ["Cache", "PrepareConfig", "prepare", "CACHE_FORMAT"]
+__all__ = ["Cache", "PrepareConfig", "prepare", "write_subset", "CACHE_FORMAT"]
 
 CACHE_FORMAT = 1  # bump when the on-disk layout changes: old caches then rebuild
 MANIFEST = "manifest.json"
@@ -71,6 +72,11 @@ class Cache:
         self.path = Path(path)
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
+            if (self.path / "shards.json").is_file():
+                raise UserError(
+                    f"{self.path} is a shard set (shards.json), not one cache: train on it under torchrun, "
+                    f"or open one part, e.g. {self.path / 'part-000'}"
+                )
             raise UserError(
                 f"{self.path} is not a prepared cache (no {MANIFEST}); run 'tellapart data prepare SOURCE --out {self.path}'"
             )
@@ -205,10 +211,7 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
             file=sys.stderr,
         )
 
-    _remove_stale_partials(out)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    tmp.mkdir(parents=True)
-    try:
+    with _staged(out) as tmp:
         pre = cfg.preprocess
         row_bytes = pre.size * pre.size * pre.channels
         pixels = np.memmap(tmp / PIXELS, dtype=np.uint8, mode="w+", shape=(max(len(items), 1), row_bytes))
@@ -278,13 +281,63 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
             "notes": notes,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest))
+    cache = Cache(out)
+    _log(progress, cache.summary())
+    return cache
+
+
+def write_subset(cache: Cache, rows: np.ndarray, out: str | Path, *, fingerprint: str, extra: dict[str, Any] | None = None) -> Cache:
+    """A new cache at ``out`` holding ``rows`` of ``cache`` (ascending), in the same format.
+
+    Items keep their ids, labels, groups and splits; the class names, preprocessing and the
+    *source's* train mean/std are kept, so every subset normalises exactly as the whole did.
+    ``extra`` is merged into the manifest (e.g. which shard this is).
+    """
+    out = Path(out)
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    pre = cache.preprocess
+    with _staged(out) as tmp:
+        pixels = np.memmap(tmp / PIXELS, dtype=np.uint8, mode="w+", shape=(max(len(rows), 1), pre.size, pre.size, pre.channels))
+        chunk = 2048  # rows per copy: bounded memory for caches larger than RAM
+        for start in range(0, len(rows), chunk):
+            pixels[start : start + chunk] = cache.pixels[rows[start : start + chunk]]
+        pixels.flush()
+        del pixels
+        os.truncate(tmp / PIXELS, len(rows) * pre.size * pre.size * pre.channels)
+        m = cache.manifest
+        keep = rows.tolist()
+        labels, splits = [m["labels"][i] for i in keep], [m["splits"][i] for i in keep]
+        names = cache.class_names
+        manifest = {
+            **m,
+            "fingerprint": fingerprint,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "n": len(keep),
+            "ids": [m["ids"][i] for i in keep],
+            "labels": labels,
+            "groups": [m["groups"][i] for i in keep],
+            "splits": splits,
+            "class_counts": {
+                s: dict(sorted(Counter(names[k] for k, sp in zip(labels, splits) if sp == s).items())) for s in SPLITS
+            },
+            **(extra or {}),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest))  # last: its presence marks a complete cache
+    return Cache(out)
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A hidden sibling folder to write a cache into: renamed into place when complete, removed on failure."""
+    _remove_stale_partials(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    cache = Cache(out)
-    _log(progress, cache.summary())
-    return cache
 
 
 def _log(progress: bool, text: str) -> None:

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from tellapart._errors import UserError
-from tellapart.data import Cache
+from tellapart.data import Cache, ShardSet, is_shard_set
 from tellapart.train import Feeder, evaluate, load_model, resolve_runtime
 from tellapart.train._fit import _atomic_write
 
@@ -31,16 +31,19 @@ THUMBNAIL_PX = 160  # longest side of gallery thumbnails: keeps the report small
 
 
 def run_cache(run: Path, cache: str | Path | None = None) -> Cache:
-    """The cache a run trained on (from its config.yaml), unless ``cache`` names another."""
+    """The cache a run trained on (from its config.yaml), unless ``cache`` names another.
+
+    A shard set stands for any of its parts present here: each holds the whole val and test splits.
+    """
     if cache is not None:
-        return Cache(cache)
+        return ShardSet(cache).first_present() if is_shard_set(cache) else Cache(cache)
     config = run / "config.yaml"
     if not config.is_file():
         raise UserError(f"{run} has no config.yaml; pass the cache with --cache")
     path = (yaml.safe_load(config.read_text()) or {}).get("cache")
     if not path or not Path(path).is_dir():
         raise UserError(f"the cache this run trained on ({path}) is gone; pass it with --cache")
-    return Cache(path)
+    return ShardSet(path).first_present() if is_shard_set(path) else Cache(path)
 
 
 def _read_history(run: Path) -> list[dict[str, Any]]:
@@ -128,7 +131,8 @@ def evaluate_run(
     run = Path(run)
     loaded = load_model(run)
     data = run_cache(run, cache)
-    if loaded.checkpoint.get("cache_fingerprint") != data.fingerprint:
+    trained_on = {data.fingerprint, data.manifest.get("shard", {}).get("set_fingerprint", data.fingerprint)}  # a part stands for its set
+    if loaded.checkpoint.get("cache_fingerprint") not in trained_on:
         raise UserError(f"{data.path} is not the cache {run} was trained on; pass the right one with --cache")
     # fp32 for the record: metrics should not depend on the speed settings used in training
     runtime = resolve_runtime("cpu", "fp32", "on" if loaded.preprocess.get("channels_last") else "off", 0, is_conv=True)

@@ -4,6 +4,7 @@ from ._augment import augment_batch
 from ._checkpoint import LoadedModel, find_checkpoint, load_model, read_checkpoint, save_checkpoint
 from ._config import (
     AugmentConfig,
+    DistributedConfig,
     EarlyStopping,
     FineTuneConfig,
     ModelConfig,
@@ -21,11 +22,13 @@ from ._finetune import FineTune, backbone_units, unfrozen_names
 from ._fit import RunResult, nested_subset, train
 from ._ladder import DEFAULT_LADDER, Rung, load_ladder, run_ladder, run_seeds, rung_run
 from ._loop import EvalResult, Feeder, TrainState, evaluate, logits_to_probs, train_one_epoch
+from ._lr_find import LRFinderResult, find_lr, suggest_lr
 from ._schedule import lr_at
 
 __all__ = [
     "DEFAULT_LADDER",
     "AugmentConfig",
+    "DistributedConfig",
     "EarlyStopping",
     "EvalResult",
     "FeatureFeeder",
@@ -33,6 +36,7 @@ __all__ = [
     "FineTune",
     "FineTuneConfig",
     "HeadOnly",
+    "LRFinderResult",
     "LoadedModel",
     "ModelConfig",
     "OptimConfig",
@@ -51,6 +55,7 @@ __all__ = [
     "evaluate",
     "feature_key",
     "find_checkpoint",
+    "find_lr",
     "load_config",
     "load_ladder",
     "load_model",
@@ -63,6 +68,7 @@ __all__ = [
     "run_seeds",
     "rung_run",
     "save_checkpoint",
+    "suggest_lr",
     "train",
     "train_one_epoch",
     "unfrozen_names",

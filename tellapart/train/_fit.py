@@ -33,13 +33,16 @@ import torch
 import yaml
 
 from tellapart._errors import UserError
-from tellapart.data import Cache, epoch_order
+from tellapart.data import Cache, PartShare, ShardSet, epoch_order, is_shard_set
 from tellapart.models import Classifier, create_model
 
 from ._checkpoint import read_checkpoint, save_checkpoint
 from ._config import TrainConfig, config_from_dict, config_to_dict, yaml_load
-from ._device import Runtime, environment_ledger, resolve_runtime
-from ._distributed import DistContext, all_reduce_sums, barrier, broadcast_flag, init_distributed, local_device, per_rank_batch, shard_order, shutdown
+from ._device import Runtime, environment_ledger, mostly_grouped_convs, resolve_runtime
+from ._distributed import (
+    DistContext, all_reduce_max, all_reduce_sums, barrier, broadcast_flag, init_distributed, local_device, process_env, rank_config,
+    shard_order, shutdown, sync_batchnorm,
+)
 from ._finetune import FineTune
 from ._loop import EvalResult, Feeder, TrainState, evaluate, train_one_epoch
 
@@ -170,7 +173,8 @@ def train(
     """Trains ``cfg`` on the cache's train split, selecting on val (the test split is never read).
 
     Args:
-        cache: a prepared cache (or its folder).
+        cache: a prepared cache (or its folder), or under torchrun a shard set folder written by
+            ``tellapart.data.shard_cache`` (each process then reads its own part).
         cfg: the resolved training config.
         out: run folder; must be new or empty unless ``resume``.
         resume: continue the run in ``out`` from its last checkpoint, to the same epoch count and
@@ -181,7 +185,9 @@ def train(
         train_splits: the splits to train on; with ``("train", "val")`` there is no validation, so the
             run trains ``cfg.epochs`` epochs (tuning's final retraining of the chosen configuration).
     """
-    cache = cache if isinstance(cache, Cache) else Cache(cache)
+    cache, share = _open_data(cache)  # a shard set: this process's part (under torchrun)
+    fingerprint = share.fingerprint if share else cache.fingerprint  # what resume and evaluation check
+    data_path = (share.path if share else cache.path).resolve()
     out = Path(out)
     last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
     if out.exists() and not out.is_dir():
@@ -194,14 +200,12 @@ def train(
         _log(progress, f"{out} stopped before its first checkpoint; starting it over")
         started = yaml_load((out / "config.yaml").read_text()) or {}
         cfg = config_from_dict({k: v for k, v in started.items() if k != "cache"}, str(out / "config.yaml"))
-        for name in ("config.yaml", "environment.json", "metrics.csv"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tb", ignore_errors=True)
+        _remove_started_files(out)
         resume = False
     if resume:
         saved = read_checkpoint(last_path)
         cfg = config_from_dict(saved["config"], f"{last_path} config")
-        if saved.get("cache_fingerprint") != cache.fingerprint:
+        if saved.get("cache_fingerprint") != fingerprint:
             raise UserError(f"{out} was trained on another cache (fingerprint differs); resume with the same cache")
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"run folder {out} already holds files; resume it with --resume, or choose a new --out")
@@ -209,7 +213,9 @@ def train(
     _seed_everything(cfg.seed, cfg.deterministic)
     model, spec = build_model_for(cache, cfg)
     is_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.threads, is_conv=is_conv)
+    runtime = resolve_runtime(
+        cfg.device, cfg.precision, cfg.channels_last, cfg.threads, is_conv=is_conv, grouped_convs=mostly_grouped_convs(model)
+    )
     ctx = init_distributed(runtime.device)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     runtime = dataclasses.replace(runtime, device=local_device(runtime.device, ctx))
     progress = progress and ctx.is_main
@@ -218,9 +224,16 @@ def train(
     barrier(ctx)  # every rank has checked the run folder before rank 0 writes into it
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    rank_cfg = rank_config(cfg, ctx)  # this process's batch, and the lr scaled to the global batch (distributed.*)
+    if rank_cfg.optim.lr != cfg.optim.lr:
+        _log(progress, f"lr {cfg.optim.lr:g} scaled {cfg.distributed.scale_lr} to the global batch {rank_cfg.batch_size * ctx.world}: {rank_cfg.optim.lr:g}")
     model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    if cfg.distributed.sync_batchnorm:
+        model = sync_batchnorm(model, ctx, runtime.device)  # same state_dict keys: checkpoints load into plain BatchNorm
     fine_tune = FineTune(model, cfg, cache, progress=progress)  # freeze/unfreeze phases, cached backbone features
-    optimizer = fine_tune.regroup(_build_optimizer(model, cfg))
+    optimizer = fine_tune.regroup(_build_optimizer(model, rank_cfg))
+    if cfg.compile:  # in place, before any DDP wrap (PyTorch's advice): state_dict keys stay the plain module's
+        _compile(model)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1_000_003 * ctx.rank)  # each rank augments its own shard differently
     if ctx.enabled:
         if fine_tune.active:
@@ -233,13 +246,16 @@ def train(
         raise UserError("the test split is never trained on")
     train_rows = nested_subset(np.concatenate([cache.indices(s) for s in train_splits]), cache.labels, cfg.train_fraction)
     val_rows = cache.indices("val")[:0] if "val" in train_splits else cache.indices("val")
+    if share is not None:
+        if tuple(train_splits) != ("train",):
+            raise UserError(f"a shard set trains on its train split only (every part holds all of val); train on {ShardSet(share.path).source} instead")
+        share = dataclasses.replace(share, epoch_rows=all_reduce_max(len(train_rows), ctx, runtime.device))  # the longest part
     if len(train_rows) == 0:
         raise UserError(f"cache {cache.path} has no training images")
     mean, std = model.pretrained_mean_std or _normalisation(cache, cfg.normalize)  # pretrained weights bring theirs
     feeder = Feeder(cache.reader(stream=_streams(cache, cfg)), cache.labels, mean, std, runtime)
     weights = _class_weights(cache.labels[train_rows], cache.num_classes, cfg.class_weights, runtime.device)
-    rank_cfg = dataclasses.replace(cfg, batch_size=per_rank_batch(cfg.batch_size, ctx))  # batch_size is global
-    steps_per_epoch = math.ceil(len(shard_order(train_rows, ctx.rank, ctx.world)) / rank_cfg.batch_size)
+    steps_per_epoch = math.ceil(len(_epoch_rows(train_rows, cfg.seed, 0, ctx, share)) / rank_cfg.batch_size)
     preprocess = {**cache.manifest["preprocess"], "mean": list(mean), "std": list(std), "channels_last": runtime.channels_last}
     config_dict = config_to_dict(cfg)
 
@@ -256,10 +272,12 @@ def train(
     elif ctx.is_main:
         if init_state_dict is not None:
             model.load_state_dict(init_state_dict)
-        (out / "config.yaml").write_text(yaml.safe_dump({**config_dict, "cache": str(cache.path.resolve())}, sort_keys=False))
+        (out / "config.yaml").write_text(yaml.safe_dump({**config_dict, "cache": str(data_path)}, sort_keys=False))
         ledger = environment_ledger(
-            runtime, seed=cfg.seed, cache=str(cache.path.resolve()), cache_fingerprint=cache.fingerprint,
+            runtime, seed=cfg.seed, cache=str(data_path), cache_fingerprint=fingerprint,
             train_images=int(len(train_rows)), val_images=int(len(val_rows)), train_splits=list(train_splits),
+            lr=rank_cfg.optim.lr, distributed=_distributed_ledger(cfg, rank_cfg, ctx),
+            compiled=cfg.compile,
         )
         (out / "environment.json").write_text(json.dumps(ledger, indent=2))
 
@@ -270,7 +288,7 @@ def train(
             "class_names": cache.class_names,
             "preprocess": preprocess,
             "config": config_dict,
-            "cache_fingerprint": cache.fingerprint,
+            "cache_fingerprint": fingerprint,
             "epoch": state.epoch,
         }
         if with_optimizer:
@@ -294,7 +312,7 @@ def train(
     patience = cfg.early_stopping.patience
     try:
         while state.epoch < cfg.epochs and not (patience and stale >= patience):  # a run that stopped early stays stopped
-            order = shard_order(epoch_order(train_rows, cfg.seed, state.epoch), ctx.rank, ctx.world)
+            order = _epoch_rows(train_rows, cfg.seed, state.epoch, ctx, share)
             epoch_feeder = fine_tune.begin_epoch(state, feeder, np.union1d(train_rows, val_rows))  # may swap state.model
             row_train = train_one_epoch(
                 state, epoch_feeder, order, rank_cfg, steps_per_epoch=steps_per_epoch, class_weights=weights,
@@ -336,6 +354,15 @@ def train(
                 stop = True
             if stop:
                 break
+    except Exception as exc:
+        if cfg.compile and _compile_failed(exc):  # torch.compile works lazily: it fails on the first batch
+            if writer is not None:
+                writer.close()
+                writer = None
+            if ctx.is_main and saved is None and not last_path.exists():
+                _remove_started_files(out)  # nothing trained: the same --out takes the fixed command
+            raise _compile_error(exc) from exc
+        raise
     finally:
         if writer is not None:
             writer.close()
@@ -364,6 +391,67 @@ def train(
     summary["world_size"] = ctx.world
     shutdown(ctx)
     return RunResult(out, model, state.history, state.best_epoch, best, summary)
+
+
+def _remove_started_files(out: Path) -> None:
+    """Removes what a run writes before its first checkpoint, so its folder can start over."""
+    for name in ("config.yaml", "environment.json", "metrics.csv"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)
+
+
+def _compile(model: torch.nn.Module) -> None:
+    """``torch.compile`` (inductor) in place via ``nn.Module.compile``: the module, its parameters and keys stay."""
+    try:
+        model.compile()
+    except RuntimeError as exc:  # e.g. Dynamo does not support this Python or platform
+        raise _compile_error(exc) from exc
+
+
+def _compile_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` came from Dynamo or Inductor (tracing, lowering, or a missing C++ compiler)."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(exc, TorchDynamoException)
+
+
+def _compile_error(exc: BaseException) -> UserError:
+    lines = str(exc).strip().splitlines()
+    reason = lines[0] if lines else type(exc).__name__
+    return UserError(f"config compile=true: torch.compile failed ({reason}); train without it: --set compile=false")
+
+
+def _open_data(data: Cache | str | Path) -> tuple[Cache, PartShare | None]:
+    """The cache to train on; for a shard set folder, the part this torchrun process reads and how."""
+    if isinstance(data, Cache) or not is_shard_set(data):
+        return (data if isinstance(data, Cache) else Cache(data)), None
+    env = process_env()
+    return ShardSet(data).share(rank=env.rank, world=env.world, local_rank=env.local_rank, node=env.node, nodes=env.nodes)
+
+
+def _epoch_rows(train_rows: np.ndarray, seed: int, epoch: int, ctx: DistContext, share: PartShare | None) -> np.ndarray:
+    """This process's rows of one epoch, in order; the same count on every rank, a pure function of (seed, epoch).
+
+    A cache: the epoch's order strided over the ranks. A shard set: the part's own order (seeded by
+    part too), wrapped to the longest part, strided over the processes reading that part.
+    """
+    if share is None:
+        return shard_order(epoch_order(train_rows, seed, epoch), ctx.rank, ctx.world)
+    return shard_order(share.epoch_order(train_rows, seed, epoch), share.reader, share.readers)
+
+
+def _distributed_ledger(cfg: TrainConfig, rank_cfg: TrainConfig, ctx: DistContext) -> dict[str, Any]:
+    """How the processes split the batch and what lr that gave, for environment.json."""
+    return {
+        "world_size": ctx.world,
+        "batch": cfg.distributed.batch,
+        "per_process_batch": rank_cfg.batch_size,
+        "global_batch": rank_cfg.batch_size * ctx.world,
+        "scale_lr": cfg.distributed.scale_lr,
+        "configured_lr": cfg.optim.lr,
+        "lr": rank_cfg.optim.lr,
+        "sync_batchnorm": cfg.distributed.sync_batchnorm and ctx.enabled,
+    }
 
 
 def _reduce_train_row(row: dict[str, float], ctx: DistContext, device: torch.device) -> dict[str, float]:
