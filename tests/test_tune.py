@@ -179,6 +179,20 @@ def test_a_failing_grid_point_is_recorded_and_the_study_still_ends(tmp_path: Pat
     assert "model too big" in failed.user_attrs["error"]
 
 
+def test_a_trial_killed_before_its_first_heartbeat_is_retried(tmp_path: Path) -> None:
+    """A worker killed between Optuna's ask and the first heartbeat left a RUNNING trial forever."""
+    (space,) = load_spaces(GRID_8, name="orphan")
+    study = open_study(space, _sqlite(tmp_path), heartbeat_interval=1, grace_period=1)
+    with pytest.warns(UserWarning, match="Heartbeat"):  # Optuna: heartbeats are meant for optimize()
+        orphan = study.ask()  # what a killed worker leaves: RUNNING, no heartbeat, no params yet
+    time.sleep(1.5)
+    done = optimize_study(study, TrainObjective(None, space, tmp_path, train_fn=_fake_train(lambda cfg, n: 0.5), progress=False), space, progress=False, poll_s=0.2, budget=60)
+    trials = study.get_trials()
+    assert study.get_trials()[orphan.number].state == TrialState.FAIL  # failed as stale, not left RUNNING
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert len(_grid_covered_once(study)) == 8, done.reason  # and the whole grid still finished, each point once
+
+
 # --------------------------------------------------------------------------- workers
 
 

@@ -6,7 +6,6 @@ can say how often the test set has been looked at.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import time
@@ -19,8 +18,8 @@ from PIL import Image
 
 from tellapart._errors import UserError
 from tellapart.data import Cache, ShardSet, is_shard_set
-from tellapart.train import Feeder, evaluate, load_model, resolve_runtime
-from tellapart.train._fit import _atomic_write
+from tellapart.train import Feeder, evaluate, load_model, read_metrics, resolve_runtime
+from tellapart._files import atomic_write
 
 from ._metrics import classification_metrics
 from ._report import ReportInputs, write_report
@@ -46,22 +45,12 @@ def run_cache(run: Path, cache: str | Path | None = None) -> Cache:
     return ShardSet(path).first_present() if is_shard_set(path) else Cache(path)
 
 
-def _read_history(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.csv"
-    if not path.is_file():
-        return []
-    rows = []
-    for raw in csv.DictReader(io.StringIO(path.read_text())):
-        rows.append({k: (float(v) if v not in ("", None) else None) for k, v in raw.items()})
-    return rows
-
-
 def _record_test_read(run: Path, split: str, n: int, accuracy: float) -> int:
     """Appends this read to ``test_reads.json``; returns how many reads of ``split`` there have been."""
     path = run / "test_reads.json"
     reads = json.loads(path.read_text()) if path.is_file() else []
     reads.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "split": split, "n": n, "accuracy": accuracy})
-    _atomic_write(path, json.dumps(reads, indent=2))
+    atomic_write(path, json.dumps(reads, indent=2))
     return sum(1 for r in reads if r["split"] == split)
 
 
@@ -156,7 +145,7 @@ def evaluate_run(
         "cache": str(data.path),
         "reads_of_split": reads,
     }
-    _atomic_write(out_dir / f"metrics{suffix}.json", json.dumps(record, indent=2))
+    atomic_write(out_dir / f"metrics{suffix}.json", json.dumps(record, indent=2))
     thumbnails = {m["index"]: _thumbnail(data, int(result.rows[m["index"]])) for m in metrics["most_confident_mistakes"]}
     warnings = _leakage_warnings(data, split)
     if reads > 1:
@@ -168,7 +157,7 @@ def evaluate_run(
     inputs = ReportInputs(
         title=title or f"{run.name} · {loaded.checkpoint['model']['name']} · {split}",
         metrics=metrics,
-        history=_read_history(run),
+        history=read_metrics(run),
         thumbnails=thumbnails,
         config=config,
         environment=json.loads(env_path.read_text()) if env_path.is_file() else {},

@@ -12,9 +12,7 @@ Recipe folder::
 
 from __future__ import annotations
 
-import csv
 import inspect
-import io
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,7 +26,7 @@ from tellapart._errors import UserError
 from tellapart.data import Cache, Source, open_source, prepare
 from tellapart.train import config_from_dict, config_to_dict, run_ladder, run_seeds, rung_run
 from tellapart.train._config import apply_overrides, deep_merge, yaml_load
-from tellapart.train._fit import _atomic_write
+from tellapart._files import atomic_write, rank_by_validation, write_table
 
 from ._recipe import LadderStep, Recipe, TrainStep, TuneStep, flatten_keys, load_recipe
 from ._standins import STANDINS, read_marker
@@ -182,7 +180,7 @@ def _claim(out: Path, recipe: Recipe, data: Path, overrides: Sequence[str]) -> N
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} exists and holds no recipe run; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, text)
+    atomic_write(path, text)
 
 
 _FIELDS = ("rank", "rung", "step", "model", "params", "val_acc", "val_loss", "best_epoch", "epochs", "train_seconds", "images_per_s", "run")
@@ -190,14 +188,8 @@ _FIELDS = ("rank", "rung", "step", "model", "params", "val_acc", "val_loss", "be
 
 def _leaderboard(out: Path, candidates: Sequence[Candidate]) -> list[dict[str, Any]]:
     """Every candidate ranked by validation accuracy (ties: lower validation loss, then recipe order)."""
-    order = sorted(enumerate(candidates), key=lambda p: (p[1].summary.get("val_acc") is None, -(p[1].summary.get("val_acc") or 0.0), p[1].summary.get("val_loss") or 0.0, p[0]))
-    rows = [{"rank": k, **c.row()} for k, (_, c) in enumerate(order, 1)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(out / "leaderboard.csv", buf.getvalue())
-    _atomic_write(out / "leaderboard.json", json.dumps(rows, indent=2))
+    rows = rank_by_validation([c.row() for c in candidates])
+    write_table(out, "leaderboard", rows, _FIELDS)
     return rows
 
 
@@ -273,7 +265,7 @@ def run_recipe(
         "candidates": rows,
         "report": metrics["report"],
     }
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 

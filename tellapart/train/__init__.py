@@ -19,7 +19,7 @@ from ._config import (
 from ._device import Runtime, resolve_runtime
 from ._features import FeatureFeeder, HeadOnly, cached_features, feature_key
 from ._finetune import FineTune, backbone_units, unfrozen_names
-from ._fit import RunResult, nested_subset, train
+from ._fit import RunResult, nested_subset, read_metrics, train
 from ._ladder import DEFAULT_LADDER, Rung, load_ladder, run_ladder, run_seeds, rung_run
 from ._loop import EvalResult, Feeder, TrainState, evaluate, logits_to_probs, train_one_epoch
 from ._lr_find import LRFinderResult, find_lr, suggest_lr
@@ -63,6 +63,7 @@ __all__ = [
     "lr_at",
     "nested_subset",
     "read_checkpoint",
+    "read_metrics",
     "resolve_runtime",
     "run_ladder",
     "run_seeds",

@@ -33,6 +33,7 @@ import torch
 import yaml
 
 from tellapart._errors import UserError
+from tellapart._files import atomic_write
 from tellapart.data import Cache, PartShare, ShardSet, epoch_order, is_shard_set
 from tellapart.models import Classifier, create_model
 
@@ -46,7 +47,7 @@ from ._distributed import (
 from ._finetune import FineTune
 from ._loop import EvalResult, Feeder, TrainState, evaluate, train_one_epoch
 
-__all__ = ["RunResult", "train", "nested_subset", "EpochHook"]
+__all__ = ["RunResult", "train", "nested_subset", "read_metrics", "EpochHook"]
 
 #: ``on_epoch_end(epoch, row) -> stop?``: logging, early stopping and tuner pruning in one hook.
 EpochHook = Callable[[int, dict[str, Any]], bool]
@@ -149,13 +150,25 @@ def _write_csv(path: Path, history: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=_CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(history)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def read_metrics(run: str | Path) -> list[dict[str, float | None]]:
+    """A run's ``metrics.csv``: one dict per epoch, numbers as floats, empty cells (no validation) as None."""
+    path = Path(run) / "metrics.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    for raw in csv.DictReader(io.StringIO(path.read_text())):
+        rows.append({k: _number(v) for k, v in raw.items() if k is not None})
+    return rows
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
 
 
 def train(
@@ -387,7 +400,7 @@ def train(
         "channels_last": runtime.channels_last,
     }
     if ctx.is_main:
-        _atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+        atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     summary["world_size"] = ctx.world
     shutdown(ctx)
     return RunResult(out, model, state.history, state.best_epoch, best, summary)

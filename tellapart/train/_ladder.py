@@ -5,8 +5,6 @@ Selection is on validation only; the test split is left for ``evaluate``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -17,11 +15,12 @@ from typing import Any
 import yaml
 
 from tellapart._errors import UserError
+from tellapart._files import rank_by_validation, write_table
 from tellapart.data import Cache
 from tellapart.models import model_kwargs
 
 from ._config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, deep_merge, yaml_load
-from ._fit import _atomic_write, train
+from ._fit import train
 
 __all__ = ["Rung", "DEFAULT_LADDER", "load_ladder", "run_ladder", "run_seeds", "rung_run"]
 
@@ -195,12 +194,6 @@ def run_ladder(
 
 
 def _write_leaderboard(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ranked = sorted(rows, key=lambda r: (r["val_acc"] is None, -(r["val_acc"] or 0.0), r["val_loss"] or 0.0))
-    ranked = [{"rank": k, **r} for k, r in enumerate(ranked, 1)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(ranked)
-    _atomic_write(out / "leaderboard.csv", buf.getvalue())
-    _atomic_write(out / "leaderboard.json", json.dumps(ranked, indent=2))
+    ranked = rank_by_validation(rows)
+    write_table(out, "leaderboard", ranked, _FIELDS)
     return ranked

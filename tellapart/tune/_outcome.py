@@ -7,9 +7,7 @@ chosen on, so its accuracy is optimistic); only ``--final`` reads the test split
 from __future__ import annotations
 
 import base64
-import csv
 import io
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,7 +18,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tellapart.train._fit import _atomic_write
+from tellapart._files import write_table
+from tellapart.train import read_metrics
 
 from ._space import SearchSpace
 
@@ -118,12 +117,7 @@ def write_leaderboard(out: Path, rows: list[dict[str, Any]], keys: Sequence[str]
     """``leaderboard.json`` (everything) and ``leaderboard.csv`` (one column per searched key)."""
     has_stage = any("stage" in r for r in rows)
     fields = [f for f in _CSV_FIRST if f != "stage" or has_stage] + list(dict.fromkeys(keys)) + list(_CSV_LAST)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(out / "leaderboard.csv", buf.getvalue())
-    _atomic_write(out / "leaderboard.json", json.dumps(rows, indent=2, default=str))
+    write_table(out, "leaderboard", rows, fields)
 
 
 def report_rows(rows: Sequence[Mapping[str, Any]], limit: int = 60) -> list[dict[str, Any]]:
@@ -170,19 +164,6 @@ def _optuna_plot(kind: str, study: optuna.Study) -> bytes | None:
             plt.close(fig)
 
 
-def _read_curve(run: Path) -> list[dict[str, float]]:
-    path = run / "metrics.csv"
-    if not path.is_file():
-        return []
-    out = []
-    for raw in csv.DictReader(io.StringIO(path.read_text())):
-        try:
-            out.append({k: float(raw[k]) for k in ("epoch", "val_loss", "wall_time") if raw.get(k) not in (None, "")})
-        except ValueError:
-            continue
-    return out
-
-
 def _trial_curve(trial: FrozenTrial, stage_out: Path) -> tuple[list[float], list[float], list[float]]:
     """Validation loss of a trial by cumulative epoch and by cumulative training seconds, over its rungs."""
     epochs: list[float] = []
@@ -190,15 +171,15 @@ def _trial_curve(trial: FrozenTrial, stage_out: Path) -> tuple[list[float], list
     losses: list[float] = []
     epoch0 = time0 = 0.0
     for rung in trial.user_attrs.get("rungs") or []:
-        rows = _read_curve(stage_out / rung["run"])
+        rows = read_metrics(stage_out / rung["run"])
         for r in rows:
-            if "val_loss" in r and "epoch" in r:
-                epochs.append(epoch0 + r["epoch"])
-                times.append(time0 + r.get("wall_time", 0.0))
-                losses.append(r["val_loss"])
+            if r.get("val_loss") is not None and r.get("epoch") is not None:
+                epochs.append(epoch0 + (r["epoch"] or 0.0))
+                times.append(time0 + (r.get("wall_time") or 0.0))
+                losses.append(r["val_loss"] or 0.0)
         if rows:
-            epoch0 += rows[-1].get("epoch", 0.0)
-            time0 += rows[-1].get("wall_time", 0.0)
+            epoch0 += rows[-1].get("epoch") or 0.0
+            time0 += rows[-1].get("wall_time") or 0.0
     return epochs, times, losses
 
 

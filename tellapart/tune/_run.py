@@ -24,7 +24,7 @@ from typing import Any
 
 from tellapart._errors import UserError
 from tellapart.data import Cache
-from tellapart.train import config_from_dict, train
+from tellapart.train import config_from_dict, read_metrics, train
 
 from ._objective import TrainFn, TrainObjective, train_rung
 from ._outcome import StageOutcome, leaderboard_rows, report_rows, tuning_plots, write_leaderboard
@@ -153,7 +153,7 @@ def _tuning_report(cache: Cache, out: Path, stages: list[StageOutcome], rows: li
                 images += int(t.user_attrs.get("images_processed") or 0)
     space = stages[-1].space
     fidelity = space.fidelity
-    history = _read_history(run)
+    history = read_metrics(run)
     env = run / "environment.json"
     import yaml
 
@@ -183,16 +183,6 @@ def _tuning_report(cache: Cache, out: Path, stages: list[StageOutcome], rows: li
     signature_path.write_text(signature)
     _say(progress, f"[tune] report: {path}")
     return path
-
-
-def _read_history(run: Path) -> list[dict[str, Any]]:
-    import csv
-    import io
-
-    path = run / "metrics.csv"
-    if not path.is_file():
-        return []
-    return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(io.StringIO(path.read_text()))]
 
 
 def run_final(cache: Cache, stage: StageOutcome, out: Path, rows: list[dict[str, Any]], *, progress: bool = True, train_fn: TrainFn = train) -> dict[str, Any]:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import datetime
 import sys
 import time
 import warnings
@@ -172,7 +173,38 @@ def _requeue_interrupted(study: optuna.Study) -> None:
             retry(study, t)
 
 
+def _heartbeat_orphans(study: optuna.Study) -> list[int]:
+    """Gives one heartbeat to each RUNNING trial that never had one and started over a grace period ago.
+
+    A worker killed between Optuna's ``ask`` and its trial's first heartbeat (a few milliseconds)
+    leaves a RUNNING trial that Optuna's stale-trial check never sees, since it only fails trials
+    whose last heartbeat is old. With one heartbeat recorded, the trial goes stale one grace period
+    later and is failed and retried like any killed trial. Returns the trial ids given a heartbeat.
+    """
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache
+    grace = getattr(backend, "grace_period", None)
+    if not isinstance(backend, RDBStorage) or grace is None:
+        return []
+    now = datetime.datetime.now()  # Optuna stamps datetime_start with the local clock
+    old = [
+        t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace
+    ]
+    if not old:
+        return []
+    from optuna.storages._rdb import models  # no public API says whether a trial has a heartbeat
+
+    with backend.scoped_session() as session:
+        beating = {row[0] for row in session.query(models.TrialHeartbeatModel.trial_id).filter(models.TrialHeartbeatModel.trial_id.in_(old))}
+    orphans = [trial_id for trial_id in old if trial_id not in beating]
+    for trial_id in orphans:
+        storage.record_heartbeat(trial_id)
+    return orphans
+
+
 def _fail_stale(study: optuna.Study) -> None:
+    _heartbeat_orphans(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
