@@ -38,7 +38,7 @@ DRIVER = textwrap.dedent(
     cache, out, log, epochs, crash_after = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     rank = int(os.environ["RANK"])
     seen_shards, writes = [], []
-    real_shard, real_save, real_write = fit.shard_order, fit.save_checkpoint, fit._atomic_write
+    real_shard, real_save, real_write = fit.shard_order, fit.save_checkpoint, fit.atomic_write
 
     def shard(order, r, w):
         rows = real_shard(order, r, w)
@@ -51,7 +51,7 @@ DRIVER = textwrap.dedent(
     def write(path, text):
         writes.append(str(path)); real_write(path, text)
 
-    fit.shard_order, fit.save_checkpoint, fit._atomic_write = shard, save, write
+    fit.shard_order, fit.save_checkpoint, fit.atomic_write = shard, save, write
 
     def hook(epoch, row):
         if epoch == crash_after:
