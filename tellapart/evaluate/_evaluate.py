@@ -35,13 +35,17 @@ def run_cache(run: Path, cache: str | Path | None = None) -> Cache:
     A shard set stands for any of its parts present here: each holds the whole val and test splits.
     """
     if cache is not None:
-        return ShardSet(cache).first_present() if is_shard_set(cache) else Cache(cache)
+        return _open_cache(cache)
     config = run / "config.yaml"
     if not config.is_file():
         raise UserError(f"{run} has no config.yaml; pass the cache with --cache")
     path = (yaml.safe_load(config.read_text()) or {}).get("cache")
     if not path or not Path(path).is_dir():
         raise UserError(f"the cache this run trained on ({path}) is gone; pass it with --cache")
+    return _open_cache(path)
+
+
+def _open_cache(path: str | Path) -> Cache:
     return ShardSet(path).first_present() if is_shard_set(path) else Cache(path)
 
 

@@ -34,12 +34,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from tellapart._errors import UserError
 from tellapart.data import PrepareConfig, Preprocess, SplitConfig
 from tellapart.train import Rung
-from tellapart.train._config import deep_merge, yaml_load
+from tellapart.train._config import deep_merge, yaml_mapping
 
 __all__ = [
     "LadderStep",
@@ -198,13 +197,7 @@ def load_recipe(source: str | Path, *, quick: bool = False) -> Recipe:
         UserError: unknown keys, wrong types or a malformed step, naming the key.
     """
     name, text = _resolve(source)
-    try:
-        data = yaml_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"recipe {name} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"recipe {name}: expected a mapping with prepare: and steps:")
-    return recipe_from_dict(name, data, quick=quick)
+    return recipe_from_dict(name, yaml_mapping(text, f"recipe {name}", "a mapping with prepare: and steps:"), quick=quick)
 
 
 def recipe_from_dict(name: str, data: Mapping[str, Any], *, quick: bool = False) -> Recipe:

@@ -32,6 +32,7 @@ __all__ = [
     "load_config",
     "apply_overrides",
     "yaml_load",
+    "yaml_mapping",
 ]
 
 
@@ -49,6 +50,23 @@ _YamlLoader.add_implicit_resolver(
 def yaml_load(text: str) -> Any:
     """Parses YAML safely, with exponent floats (``lr: 1e-3``) read as numbers."""
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_mapping(text: str, where: str, expected: str) -> dict[str, Any]:
+    """A YAML document that must be a mapping (empty: ``{}``); UserError naming ``where`` otherwise.
+
+    Args:
+        text: the document.
+        where: what it is, for messages (a path, a recipe name).
+        expected: what the mapping should hold, e.g. "a mapping of config keys".
+    """
+    try:
+        data = yaml_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{where} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected {expected}")
+    return data
 
 
 @dataclass(frozen=True)
@@ -233,13 +251,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: Ma
         p = Path(path)
         if not p.is_file():
             raise UserError(f"config file not found: {p}")
-        try:
-            loaded = yaml_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{p} is not valid YAML: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"{p} must hold a mapping of config keys")
-        data = deep_merge(data, loaded)
+        data = deep_merge(data, yaml_mapping(p.read_text(), str(p), "a mapping of config keys"))
     data = apply_overrides(data, overrides)
     return config_from_dict(data, str(path) if path else "config")
 

@@ -131,6 +131,20 @@ def build_model_for(cache: Cache, cfg: TrainConfig) -> tuple[Classifier, dict[st
     return model, spec
 
 
+def runtime_for(model: torch.nn.Module, cfg: TrainConfig) -> Runtime:
+    """Device, precision and memory format for training ``model`` as ``cfg`` asks (auto: by its layers)."""
+    is_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return resolve_runtime(
+        cfg.device, cfg.precision, cfg.channels_last, cfg.threads, is_conv=is_conv, grouped_convs=mostly_grouped_convs(model)
+    )
+
+
+def feeder_for(model: Classifier, cache: Cache, cfg: TrainConfig, runtime: Runtime) -> Feeder:
+    """Training batches of ``cache`` for ``model``: pretrained weights bring their own mean/std, else ``cfg.normalize``."""
+    mean, std = model.pretrained_mean_std or _normalisation(cache, cfg.normalize)
+    return Feeder(cache.reader(stream=_streams(cache, cfg)), cache.labels, mean, std, runtime)
+
+
 def _class_weights(labels: np.ndarray, num_classes: int, mode: str, device: torch.device) -> torch.Tensor | None:
     if mode != "balanced":
         return None
@@ -225,10 +239,7 @@ def train(
 
     _seed_everything(cfg.seed, cfg.deterministic)
     model, spec = build_model_for(cache, cfg)
-    is_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    runtime = resolve_runtime(
-        cfg.device, cfg.precision, cfg.channels_last, cfg.threads, is_conv=is_conv, grouped_convs=mostly_grouped_convs(model)
-    )
+    runtime = runtime_for(model, cfg)
     ctx = init_distributed(runtime.device)  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
     runtime = dataclasses.replace(runtime, device=local_device(runtime.device, ctx))
     progress = progress and ctx.is_main
@@ -265,8 +276,8 @@ def train(
         share = dataclasses.replace(share, epoch_rows=all_reduce_max(len(train_rows), ctx, runtime.device))  # the longest part
     if len(train_rows) == 0:
         raise UserError(f"cache {cache.path} has no training images")
-    mean, std = model.pretrained_mean_std or _normalisation(cache, cfg.normalize)  # pretrained weights bring theirs
-    feeder = Feeder(cache.reader(stream=_streams(cache, cfg)), cache.labels, mean, std, runtime)
+    feeder = feeder_for(model, cache, cfg, runtime)
+    mean, std = feeder.mean, feeder.std
     weights = _class_weights(cache.labels[train_rows], cache.num_classes, cfg.class_weights, runtime.device)
     steps_per_epoch = math.ceil(len(_epoch_rows(train_rows, cfg.seed, 0, ctx, share)) / rank_cfg.batch_size)
     preprocess = {**cache.manifest["preprocess"], "mean": list(mean), "std": list(std), "channels_last": runtime.channels_last}

@@ -23,8 +23,7 @@ from tellapart._errors import UserError
 from tellapart.data import Cache, epoch_order, iter_batches
 
 from ._config import TrainConfig
-from ._device import mostly_grouped_convs, resolve_runtime
-from ._fit import _build_optimizer, _class_weights, _normalisation, _streams, build_model_for, nested_subset
+from ._fit import _build_optimizer, _class_weights, build_model_for, feeder_for, nested_subset, runtime_for
 from ._loop import Feeder, compute_loss
 
 __all__ = ["LRFinderResult", "find_lr", "range_test_lr", "suggest_lr"]
@@ -125,14 +124,10 @@ def _range_test(
 ) -> tuple[list[float], list[float], bool]:
     """The test itself: (lrs, smoothed losses, diverged)."""
     model, _ = build_model_for(cache, cfg)
-    is_conv = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    runtime = resolve_runtime(
-        cfg.device, cfg.precision, cfg.channels_last, cfg.threads, is_conv=is_conv, grouped_convs=mostly_grouped_convs(model)
-    )
+    runtime = runtime_for(model, cfg)
     model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
     model.train()
-    mean, std = model.pretrained_mean_std or _normalisation(cache, cfg.normalize)
-    feeder = Feeder(cache.reader(stream=_streams(cache, cfg)), cache.labels, mean, std, runtime)
+    feeder = feeder_for(model, cache, cfg, runtime)
     weights = _class_weights(cache.labels[rows], cache.num_classes, cfg.class_weights, runtime.device)
     optimizer = _build_optimizer(model, cfg)
     lrs: list[float] = []

@@ -34,7 +34,7 @@ import yaml
 
 from tellapart._errors import UserError
 from tellapart.train import TrainConfig, config_from_dict
-from tellapart.train._config import deep_merge, yaml_load
+from tellapart.train._config import deep_merge, yaml_load, yaml_mapping
 
 __all__ = [
     "Fidelity",
@@ -276,12 +276,7 @@ def load_spaces(source: str | Path | Mapping[str, Any], *, fix: Mapping[str, Any
         data, default_name = dict(source), "study"
     else:
         default_name, text = _resolve(source)
-        try:
-            data = yaml_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{source} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{source}: a search space is a mapping with 'space:' (see tellapart/tune/spaces/)")
+        data = yaml_mapping(text, str(source), "a search space: a mapping with 'space:' (see tellapart/tune/spaces/)")
     name = name or default_name
     unknown = set(data) - _SPACE_KEYS
     if unknown:
