@@ -8,8 +8,10 @@ Both sides are ``tellapart tune`` on the same cache and validation split, one af
 * **successive halving** — Optuna's SuccessiveHalvingPruner (reduction factor 3) over nested,
   stratified training subsets: every configuration trains on 1/9 of train, the promoted third
   continue from their weights on 1/3, and the promoted third of those on all of it
-  (``--rung-epochs``: epochs at each rung; Optuna's asynchronous rule promotes a trial in the top
-  third of those that reached its rung so far, so early trials are promoted more often).
+  (``--rung-epochs``: epochs at each rung). ``--pruner successive_halving`` is Optuna's
+  asynchronous rule (a trial is promoted when in the top third of those that reached its rung so
+  far, so early trials are promoted more often); ``--pruner synchronous_halving`` runs whole
+  rounds (all 27, then the best 9 of them, then the best 3).
 
 Compute is the sum of images processed by training (every epoch of every rung of every trial,
 from each trial's run summary). Quality is the best complete trial's validation accuracy.
@@ -19,7 +21,7 @@ real Fashion-MNIST (28 px, ``--fmnist-train`` training images; ``apt-get install
 dataset-fashion-mnist``).
 
 Usage:
-    .venv/bin/python bench/bench_halving.py --work /tmp/bh [--data faces fmnist]
+    .venv/bin/python bench/bench_halving.py --work /tmp/bh [--data faces fmnist] [--pruner synchronous_halving]
 Run it alone on the machine.
 """
 
@@ -58,9 +60,10 @@ metric: val_acc
 FULL = GRID + "pruner: {name: none}\nfidelity: {kind: none}\n"
 
 
-def halving_space(fractions: list[float], epochs: list[int]) -> str:
+def halving_space(fractions: list[float], epochs: list[int], pruner: str) -> str:
+    options = "min_resource: 1, reduction_factor: 3" if pruner == "successive_halving" else "reduction_factor: 3"
     return GRID + (
-        "pruner: {name: successive_halving, min_resource: 1, reduction_factor: 3}\n"
+        f"pruner: {{name: {pruner}, {options}}}\n"
         f"fidelity: {{kind: data, fractions: {fractions}, epochs: {epochs}}}\n"
     )
 
@@ -144,6 +147,8 @@ def main() -> None:
     parser.add_argument("--fmnist-train", type=int, default=6000, help="Fashion-MNIST training images (stratified)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[1 / 9, 1 / 3, 1.0])
     parser.add_argument("--rung-epochs", type=int, nargs="+", default=[3, 3, 4])
+    parser.add_argument("--pruner", default="successive_halving", choices=["successive_halving", "synchronous_halving"],
+                        help="Optuna's asynchronous pruner, or whole rounds (default: successive_halving)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     fractions = [round(f, 4) for f in args.fractions]
@@ -152,17 +157,19 @@ def main() -> None:
         cache = faces_cache(args.work, args.faces_pairs, args.size) if data == "faces" else fmnist_cache(args.work, args.fmnist_train)
         full = run_study(cache, FULL, args.work / f"{data}-full")
         schedule = "-".join(map(str, args.rung_epochs))
-        halving = run_study(cache, halving_space(fractions, args.rung_epochs), args.work / f"{data}-halving-{schedule}")
+        kind = "halving" if args.pruner == "successive_halving" else "sync-halving"
+        halving = run_study(cache, halving_space(fractions, args.rung_epochs, args.pruner), args.work / f"{data}-{kind}-{schedule}")
         results[data] = {
             "cache": str(cache),
             "full_grid": full,
             "successive_halving": halving,
             "rungs": {"fractions": fractions, "epochs": args.rung_epochs},
+            "pruner": args.pruner,
             "compute_ratio": round(halving["images_processed"] / full["images_processed"], 3),
             "val_acc_gap_pp": round(100 * (full["best_val_acc"] - halving["best_val_acc"]), 3),
         }
         print(json.dumps({data: results[data]}, indent=2), flush=True)
-    (args.work / f"results-{schedule}.json").write_text(json.dumps(results, indent=2))
+    (args.work / f"results-{kind}-{schedule}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

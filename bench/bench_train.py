@@ -8,7 +8,7 @@ is the peer. Both sides get the same environment (including tellapart's malloc s
 Speed is taken from the epochs after the first (compile/warm-up excluded).
 
 Usage:
-    python bench/bench_train.py [--models s0 s1 s3] [--images 2048] [--epochs 3]
+    python bench/bench_train.py [--models s0 s1 s3] [--images 2048] [--epochs 3] [--compile]
 Run it alone on the machine.
 """
 
@@ -141,17 +141,20 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="tellapart trains with compile: true (torch.compile; its compile time falls in epoch 1, which is not counted)")
     parser.add_argument("--tf-python", default=str(Path(__file__).resolve().parents[1] / ".venv-bench/bin/python"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tellapart-bench-train-"))
     rows = []
     for name in args.models:
         spec = {**MODELS[name], "images": args.images, "epochs": args.epochs}
+        if args.compile:
+            spec["extra"] = {**spec.get("extra", {}), "compile": True}
         cache = make_cache(work, name, spec, args.images)
         ours = run([sys.executable, "-c", TELLAPART_SCRIPT, json.dumps({**spec, "cache": str(cache), "out": str(work / f"run-{name}")})])
         keras = {p: run([args.tf_python, "-c", KERAS_SCRIPT, json.dumps({**spec, "policy": p})])["images_per_s"] for p in ("float32", "mixed_bfloat16")}
         peer = max(keras, key=keras.get)
-        row = {"model": name, "batch": spec["batch"], "tellapart_img_s": round(ours["images_per_s"], 1), "tellapart_precision": ours["precision"],
+        row = {"model": name + (" (compiled)" if args.compile else ""), "batch": spec["batch"], "tellapart_img_s": round(ours["images_per_s"], 1), "tellapart_precision": ours["precision"],
                "keras_fp32_img_s": round(keras["float32"], 1), "keras_bf16_img_s": round(keras["mixed_bfloat16"], 1),
                "ratio_vs_faster_keras": round(ours["images_per_s"] / keras[peer], 2)}
         rows.append(row)

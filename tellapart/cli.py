@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_demo)
 
     p = commands.add_parser(
-        "tune", help="search hyperparameters with Optuna (grid, random, TPE; successive halving); workers join one study"
+        "tune", help="search hyperparameters with Optuna (grid, random, TPE; successive halving, asynchronous or in whole rounds); workers join one study"
     )
     p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
     p.add_argument("--space", required=True, help="search space YAML, or a bundled one: s1_grid, s2_two_stage")

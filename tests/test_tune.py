@@ -46,17 +46,19 @@ def _sqlite(tmp_path: Path) -> str:
 
 
 def _fake_train(score: Any, calls: list[dict[str, Any]] | None = None):  # type: ignore[no-untyped-def]
-    """A stand-in for ``train``: records its arguments, writes a best checkpoint, scores ``score(cfg, trial)``."""
+    """A stand-in for ``train``: records its arguments, writes a best checkpoint and a summary, scores ``score(cfg, trial)``."""
 
     def fake(cache, cfg, out, *, resume, on_epoch_end, progress, init_state_dict, train_splits):  # type: ignore[no-untyped-def]
         out = Path(out)
         rung = int(out.name.split("-")[1]) if out.name.startswith("rung-") else 0
         trial = int((out.parent if out.name.startswith("rung-") else out).name)
         if calls is not None:
-            calls.append({"out": out, "fraction": cfg.train_fraction, "init": init_state_dict, "splits": train_splits})
+            calls.append({"out": out, "fraction": cfg.train_fraction, "epochs": cfg.epochs, "init": init_state_dict, "splits": train_splits})
         save_checkpoint(out / "checkpoints" / "best.pt", {"state_dict": {"w": torch.tensor([float(rung)])}})
         acc = float(score(cfg, trial)) + 0.01 * rung
-        return SimpleNamespace(summary={"val_acc": acc, "val_loss": 1 - acc, "epochs": cfg.epochs, "best_epoch": cfg.epochs, "train_seconds": 0.01, "images_processed": 10})
+        summary = {"val_acc": acc, "val_loss": 1 - acc, "epochs": cfg.epochs, "best_epoch": cfg.epochs, "train_seconds": 0.01, "images_processed": 10}
+        (out / "summary.json").write_text(json.dumps(summary))  # as train() leaves a finished run
+        return SimpleNamespace(summary=summary)
 
     return fake
 
@@ -142,6 +144,63 @@ def test_successive_halving_on_data_subsets_promotes_the_best(tmp_path: Path) ->
     assert [c["fraction"] for c in first] == [0.2, 0.5, 1.0]
     assert first[0]["init"] is None and [float(c["init"]["w"]) for c in first[1:]] == [0.0, 1.0]
     assert sum(t.user_attrs["images_processed"] for t in trials) == 10 * len(calls)
+
+
+def test_synchronous_halving_promotes_the_best_of_each_whole_round(tmp_path: Path) -> None:
+    from tellapart.tune import StageOutcome, leaderboard_rows
+
+    space_dict = {
+        "base": {"model": {"name": "grid_cnn"}},
+        "space": {"model.args.width": {"type": "int", "low": 1, "high": 9}},
+        "sampler": {"name": "grid"},
+        "pruner": {"name": "synchronous_halving", "reduction_factor": 3},
+        "fidelity": {"kind": "data", "fractions": [0.2, 0.5, 1.0], "epochs": [2, 3, 4]},
+    }
+    (space,) = load_spaces(space_dict, name="sync")
+    # the same scores, in the same order, as the asynchronous test above: here every trial of a
+    # round is compared with all the others, so the late 0.80 (trial 5) goes on instead of the early 0.50
+    scores = [0.50, 0.90, 0.10, 0.70, 0.30, 0.80, 0.20, 0.60, 0.40]
+    calls: list[dict[str, Any]] = []
+    objective = TrainObjective(None, space, tmp_path, train_fn=_fake_train(lambda cfg, n: scores[n], calls), progress=False)
+    study = open_study(space, _sqlite(tmp_path), heartbeat_interval=1)
+    optimize_study(study, objective, space, progress=False)
+
+    trials = study.get_trials()
+    by_round: dict[int, list[Any]] = {}
+    for t in trials:
+        by_round.setdefault(t.user_attrs.get("round", 0), []).append(t)
+    assert sorted(t.params["model.args.width"] for t in by_round[0]) == list(range(1, 10))  # the grid, once
+    assert all(t.state == TrialState.PRUNED and len(t.user_attrs["rungs"]) == 1 for t in by_round[0])
+    # round 2: the best 3 of 9 on 20% of train (0.90, 0.80, 0.70); round 3: the best 1 of those 3
+    assert sorted(t.user_attrs["promoted_from"] for t in by_round[1]) == [1, 3, 5]
+    assert all(t.state == TrialState.PRUNED for t in by_round[1])
+    (winner,) = by_round[2]
+    assert winner.state == TrialState.COMPLETE and winner.params == trials[1].params
+    assert winner.value == pytest.approx(0.92) and study.best_trial.number == winner.number
+    # a promoted trial continues its parent's run: no rung trained twice, each from the previous rung's best weights
+    run_1 = [c for c in calls if c["out"].parent.name == "1"]
+    assert [(c["fraction"], c["epochs"]) for c in run_1] == [(0.2, 2), (0.5, 3), (1.0, 4)]
+    assert run_1[0]["init"] is None and [float(c["init"]["w"]) for c in run_1[1:]] == [0.0, 1.0]
+    assert len(calls) == 9 + 3 + 1
+    # one leaderboard row per configuration; its images count every rung it trained, once
+    rows = leaderboard_rows([StageOutcome(space, study, tmp_path)], tmp_path)
+    assert len(rows) == 9 and rows[0]["trial"] == winner.number and rows[0]["fraction"] == 1.0 and rows[0]["epochs"] == 9
+    assert [r["fraction"] for r in rows[1:3]] == [0.5, 0.5] and all(r["fraction"] == 0.2 for r in rows[3:])
+    assert sum(r["images_processed"] for r in rows) == 10 * len(calls)
+
+
+def test_synchronous_halving_needs_data_rungs_and_a_round_size(tmp_path: Path) -> None:
+    from tellapart.tune._study import default_target
+
+    with pytest.raises(UserError, match="synchronous_halving promotes between data rungs"):
+        load_spaces({**GRID_8, "pruner": {"name": "synchronous_halving"}, "fidelity": {"kind": "epochs"}})
+    with pytest.raises(UserError, match="reduction_factor must be an integer >= 2"):
+        load_spaces({**GRID_8, "pruner": {"name": "synchronous_halving", "reduction_factor": 1}, "fidelity": {"kind": "data", "fractions": [0.5, 1.0]}})
+    random_space = {**GRID_8, "sampler": {"name": "random"}, "pruner": {"name": "synchronous_halving"}, "fidelity": {"kind": "data", "fractions": [0.5, 1.0]}}
+    (space,) = load_spaces(random_space)
+    with pytest.raises(UserError, match="--trials N"):
+        default_target(space, None, budget=60.0)  # a budget alone never ends round 1
+    assert default_target(space, 6, None) == 6
 
 
 def test_epoch_fidelity_prunes_through_the_epoch_hook(tmp_path: Path) -> None:

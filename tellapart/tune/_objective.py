@@ -3,7 +3,8 @@
 Each trial trains into ``OUT/trials/<number>`` (``rung-<k>`` subfolders with data fidelity). A
 rung that finished is never retrained, and one with a checkpoint is resumed, so a trial retried
 after its worker was killed continues where it stopped (the retry inherits the ``run_dir``
-user attribute of the trial it repeats).
+user attribute of the trial it repeats). In a synchronous-halving study a trial of round k trains
+rungs up to k only; a later round's trial continues its parent's folder (see ``_rounds``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 from tellapart.data import Cache
 from tellapart.train import TrainConfig, config_to_dict, read_checkpoint, train
 
+from ._rounds import is_synchronous, round_of
 from ._space import SearchSpace
 
 __all__ = ["GridPointTaken", "TrainObjective", "train_rung"]
@@ -69,7 +71,8 @@ class TrainObjective:
     def _run(self, trial: optuna.trial.BaseTrial) -> float:
         space = self.space
         values = {p.key: p.suggest(trial) for p in space.params}
-        if space.is_grid and isinstance(trial, optuna.Trial):
+        round_ = round_of(trial)
+        if (space.is_grid or round_ > 0) and isinstance(trial, optuna.Trial):
             _refuse_duplicate(trial)
         cfg = space.config(values)
         run_rel = str(trial.user_attrs.get("run_dir") or f"trials/{trial.number}")
@@ -82,11 +85,13 @@ class TrainObjective:
         rungs: list[dict[str, Any]] = []
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
         init_from: Path | None = None
+        stop_after = round_ if is_synchronous(space) else len(plan) - 1  # the last rung this trial trains
         for k, (fraction, epochs) in enumerate(plan):
             last = k == len(plan) - 1
             rung_dir = run_dir / f"rung-{k}" if len(plan) > 1 else run_dir
             rung_cfg = dataclasses.replace(cfg, train_fraction=fraction, epochs=epochs)
-            _say(self.progress, f"[trial {trial.number}] {label}" + (f"  rung {k + 1}/{len(plan)}: {fraction:g} of train, {epochs} epochs" if len(plan) > 1 else ""))
+            if len(plan) == 1 or not (rung_dir / "summary.json").is_file():
+                _say(self.progress, f"[trial {trial.number}] {label}" + (f"  rung {k + 1}/{len(plan)}: {fraction:g} of train, {epochs} epochs" if len(plan) > 1 else ""))
             pruned = False
 
             def report_epoch(epoch: int, row: dict[str, Any]) -> bool:
@@ -110,6 +115,9 @@ class TrainObjective:
                 trial.report(float(value), steps[k])
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after rung {k + 1} ({fraction:g} of train)")
+                if k == stop_after:  # synchronous halving: the round's end decides who goes on
+                    _say(self.progress, f"[trial {trial.number}] round {k + 1} done: {metric} {value:.4f}; promotion when every trial of the round has finished")
+                    raise optuna.TrialPruned(f"round {k + 1} ends after rung {k + 1} ({fraction:g} of train)")
             init_from = rung_dir / "checkpoints" / "best.pt" if space.fidelity.warm_start else None
         return float(value)
 
@@ -171,10 +179,11 @@ def _refuse_duplicate(trial: optuna.Trial) -> None:
 
     Optuna's GridSampler hands an unfinished point to a second worker once every point has
     started (its documented behaviour in distributed runs). The earlier trial keeps the point.
+    Points are per round of synchronous halving: two workers may both queue a round.
     """
-    mine = trial.params
+    mine, round_ = trial.params, round_of(trial)
     for other in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)):
-        if other.number == trial.number:
+        if other.number == trial.number or round_of(other) != round_:
             continue
         params = other.params or other.system_attrs.get("fixed_params") or {}
         if params == mine and (other.state != TrialState.RUNNING or other.number < trial.number):

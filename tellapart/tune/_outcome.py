@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tellapart._files import write_table
 from tellapart.train import read_metrics
 
+from ._rounds import promoted_parents
 from ._space import SearchSpace
 
 __all__ = ["StageOutcome", "leaderboard_rows", "write_leaderboard", "tuning_plots", "report_rows"]
@@ -53,7 +54,8 @@ def _short_names(keys: Sequence[str]) -> dict[str, str]:
 
 
 def leaderboard_rows(stages: Sequence[StageOutcome], root: Path) -> list[dict[str, Any]]:
-    """Every trial (duplicates and retried attempts left out), ranked within its stage.
+    """Every trial (duplicates, retried attempts and rounds a later round continues left out),
+    ranked within its stage.
 
     Complete trials first by the metric, then pruned ones by the budget they reached and their
     last value; failed and running ones last, unranked.
@@ -66,9 +68,10 @@ def leaderboard_rows(stages: Sequence[StageOutcome], root: Path) -> list[dict[st
         stage_rows = []
         trials = stage.study.get_trials(deepcopy=False)
         retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+        continued = promoted_parents(trials)
         for t in trials:
-            if "duplicate_of" in t.user_attrs or t.state == TrialState.WAITING or (t.state == TrialState.FAIL and t.number in retried):
-                continue  # a grid point another trial covers; or a killed/interrupted trial its retry continues
+            if "duplicate_of" in t.user_attrs or t.state == TrialState.WAITING or (t.state == TrialState.FAIL and t.number in retried) or t.number in continued:
+                continue  # a grid point another trial covers; a killed/interrupted trial its retry continues; a promoted round
             rungs = t.user_attrs.get("rungs") or []
             last = rungs[-1] if rungs else {}
             value = _value(t, space.metric)

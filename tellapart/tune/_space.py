@@ -8,7 +8,7 @@ A space file::
       model.args.width: {type: categorical, choices: [32, 64, 128]}
       optim.lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true}
     sampler: {name: grid}                              # grid | random | tpe | qmc | cmaes | gp | brute_force
-    pruner: {name: successive_halving, reduction_factor: 3}   # | hyperband | median | percentile | none
+    pruner: {name: successive_halving, reduction_factor: 3}   # | synchronous_halving | hyperband | median | percentile | none
     fidelity: {kind: data, fractions: [0.3, 0.675, 1.0]}      # | {kind: epochs} | {kind: none}
     metric: val_acc                                    # or val_loss (direction follows)
     trials: 50                                         # default trial count (a grid: its size)
@@ -41,6 +41,7 @@ __all__ = [
     "Param",
     "SearchSpace",
     "build_pruner",
+    "reduction_factor",
     "build_sampler",
     "bundled_spaces",
     "load_spaces",
@@ -61,9 +62,14 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "brute_force": optuna.samplers.BruteForceSampler,
 }
 
+#: Rounds of successive halving in which a whole rung finishes before any promotion (see
+#: ``_rounds``): Optuna prunes nothing in such a study, the rounds do.
+SYNCHRONOUS_HALVING = "synchronous_halving"
+
 #: Optuna's pruners by the name a space file uses.
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    SYNCHRONOUS_HALVING: optuna.pruners.NopPruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "median": optuna.pruners.MedianPruner,
     "percentile": optuna.pruners.PercentilePruner,
@@ -441,6 +447,15 @@ def _validate(space: SearchSpace) -> None:
             value = space.pruner.get(key)
             if value is not None and (not isinstance(value, int) or value < (0 if key == "min_early_stopping_rate" else 1)):
                 raise UserError(f"{where}: pruner.{key} must be a positive integer with data fidelity (rungs are steps), got {value!r}")
+    if space.pruner.get("name") == SYNCHRONOUS_HALVING:
+        if space.fidelity.kind != "data" or space.fidelity.rungs < 2:
+            raise UserError(f"{where}: pruner {SYNCHRONOUS_HALVING} promotes between data rungs; add fidelity: {{kind: data, fractions: [0.111, 0.333, 1.0]}}")
+        unknown = sorted(set(space.pruner) - {"name", "reduction_factor"})
+        if unknown:
+            raise UserError(f"{where}: pruner {SYNCHRONOUS_HALVING} takes only reduction_factor, not {unknown}")
+        factor = space.pruner.get("reduction_factor", _DEFAULT_REDUCTION)
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 2:
+            raise UserError(f"{where}: pruner.reduction_factor must be an integer >= 2 (the share promoted is 1/factor), got {factor!r}")
     if not space.params:
         raise UserError(f"{where}: nothing to search: 'space' is empty (or every key is fixed)")
     build_sampler(space)
@@ -461,12 +476,19 @@ def build_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         raise UserError(f"space {space.name}: sampler {name}: {exc}") from None
 
 
+def reduction_factor(space: SearchSpace) -> int:
+    """The halving pruner's reduction factor: 1 of every ``factor`` trials goes on at a rung."""
+    return int(space.pruner.get("reduction_factor", _DEFAULT_REDUCTION))
+
+
 def build_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     """Optuna's pruner named by the space, its rungs aligned with the fidelity's."""
     options = dict(space.pruner)
     name = options.pop("name")
     if name not in PRUNERS:
         raise UserError(f"space {space.name}: unknown pruner {name!r}; choose one of {sorted(PRUNERS)}")
+    if name == SYNCHRONOUS_HALVING:
+        return optuna.pruners.NopPruner()
     if name in _RUNG_PRUNERS:
         options.setdefault("reduction_factor", _DEFAULT_REDUCTION)
         if space.fidelity.kind == "data":

@@ -11,6 +11,8 @@
   (and, for a grid, an unstarted point) remains; when only other workers' trials are left it
   waits for them, so the last worker out writes the full leaderboard and a killed peer's trial
   is never lost.
+* Synchronous halving (``_rounds``): ``trials`` counts round 0; when a round has finished in
+  every worker, the worker that sees it first queues the next round.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sqlalchemy.exc import ArgumentError
 from tellapart._errors import UserError
 
 from ._objective import GridPointTaken
+from ._rounds import is_synchronous, next_round, queue_round, round_of
 from ._space import SearchSpace, build_pruner, build_sampler, params_key
 
 __all__ = ["open_study", "optimize_study", "storage_url", "StudyProgress"]
@@ -140,7 +143,8 @@ def next_action(study: optuna.Study, space: SearchSpace, target: int) -> tuple[A
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
         return "run", "a queued trial"
-    live = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)]
+    # the sampler's trials; later rounds of synchronous halving come from promotion, not the target
+    live = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED) and round_of(t) == 0]
     running = [t for t in trials if t.state == TrialState.RUNNING]
     more = len(live) < target
     if more and space.is_grid:
@@ -210,6 +214,20 @@ def _fail_stale(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _promote(study: optuna.Study, space: SearchSpace, progress: bool) -> bool:
+    """Queues the next round of synchronous halving when the current one has finished."""
+    step = next_round(study, space)
+    if step is None:
+        return False
+    round_, parents, ended = step
+    queue_round(study, round_, parents)
+    if progress:
+        fraction = space.fidelity.fractions[round_]
+        print(f"[tune {space.name}] round {round_ + 1}: the best {len(parents)} of {ended} go on to {fraction:g} of train "
+              f"(trials {', '.join(f'#{t.number}' for t in parents)})", file=sys.stderr, flush=True)
+    return True
+
+
 def default_target(space: SearchSpace, trials: int | None, budget: float | None) -> int:
     """The number of finished trials to aim for: ``trials``, the space's, the grid's size."""
     target = trials or space.trials
@@ -218,6 +236,8 @@ def default_target(space: SearchSpace, trials: int | None, budget: float | None)
         return min(target, size) if target else size
     if target:
         return target
+    if is_synchronous(space):
+        raise UserError(f"space {space.name}: synchronous_halving promotes once a round has finished; give the round's size with --trials N (or 'trials:' in the space)")
     if budget:
         return sys.maxsize  # until the budget ends
     raise UserError(f"space {space.name}: sampler {space.sampler['name']} needs --trials N or --budget SECONDS (or 'trials:' in the space)")
@@ -271,6 +291,8 @@ def optimize_study(
             result.reason = "the time budget is spent"
             break
         action, why = next_action(study, space, target)
+        if action == "done" and is_synchronous(space) and _promote(study, space, progress):
+            continue
         if action == "done":
             result.reason = why
             break
