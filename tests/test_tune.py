@@ -91,7 +91,7 @@ def test_space_errors_name_the_key(tmp_path: Path) -> None:
 def test_bundled_spaces_are_the_seed_searches() -> None:
     (s1,) = load_spaces("s1_grid")
     assert len(s1.grid_points()) == 27 and s1.fidelity.fractions == (0.3, 0.675, 1.0)
-    assert s1.steps() == [1, 3, 9]  # each data rung is one of the pruner's rungs (reduction factor 3)
+    assert s1.pruner == {"name": "synchronous_halving", "reduction_factor": 3}  # the seed's whole rounds: 27 -> 9 -> 3
     stage1, stage2 = load_spaces("s2_two_stage")
     assert len(stage1.grid_points()) == 6 and len(stage2.grid_points()) == 4
     assert stage1.config({"model.args.conv_layers": 2, "model.args.width": 32}).train_fraction == 0.3
