@@ -275,9 +275,13 @@ WORKER = textwrap.dedent(
     def fake_train(cache, cfg, out, *, resume, on_epoch_end, progress, init_state_dict, train_splits):
         out.mkdir(parents=True, exist_ok=True)
         (out / "pid").write_text(str(os.getpid()))
+        with open(out / "trained.log", "a") as log:  # one line per time this run is trained
+            log.write(f"{os.getpid()}\\n")
         time.sleep(float(delay))
         acc = cfg.model.args["conv_layers"] / 10 + cfg.model.args["width"] / 1000
-        return SimpleNamespace(summary={"val_acc": acc, "val_loss": 1 - acc, "epochs": 1, "best_epoch": 1, "train_seconds": 0.0, "images_processed": 1})
+        summary = {"val_acc": acc, "val_loss": 1 - acc, "epochs": 1, "best_epoch": 1, "train_seconds": 0.0, "images_processed": 1}
+        (out / "summary.json").write_text(json.dumps(summary))  # as train() leaves a finished run
+        return SimpleNamespace(summary=summary)
 
     objective = TrainObjective(None, space, out, train_fn=fake_train, progress=False)
     result = optimize_study(study, objective, space, poll_s=0.2, progress=False)
@@ -286,10 +290,12 @@ WORKER = textwrap.dedent(
 )
 
 
-def _worker(tmp_path: Path, url: str, name: str, *, delay: float, ready: Path | None = None, n_ready: int = 0) -> subprocess.Popen[str]:
+def _worker(
+    tmp_path: Path, url: str, name: str, *, delay: float, ready: Path | None = None, n_ready: int = 0, space: dict[str, Any] = GRID_8
+) -> subprocess.Popen[str]:
     script, space_file = tmp_path / "worker.py", tmp_path / "grid8.yaml"
     script.write_text(WORKER)
-    space_file.write_text(json.dumps(GRID_8))  # JSON is YAML
+    space_file.write_text(json.dumps(space))  # JSON is YAML
     args = [str(space_file), url, name, str(tmp_path / "study"), str(delay), str(ready or "-"), str(n_ready)]
     return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -361,6 +367,31 @@ def _two_workers(tmp_path: Path, url: str, name: str) -> None:
 @pytest.mark.slow
 def test_two_workers_share_a_sqlite_study(tmp_path: Path) -> None:
     _two_workers(tmp_path, _sqlite(tmp_path), "grid8")
+
+
+@pytest.mark.slow
+def test_two_workers_share_synchronous_halving_rounds(tmp_path: Path) -> None:
+    space = {**GRID_8, "pruner": {"name": "synchronous_halving", "reduction_factor": 2}, "fidelity": {"kind": "data", "fractions": [0.5, 1.0]}}
+    url, name = _sqlite(tmp_path), "sync8"
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    workers = [_worker(tmp_path, url, name, delay=0.2, ready=ready, n_ready=2, space=space) for _ in range(2)]
+    runs = [json.loads(_finish(w).strip().splitlines()[-1])["trials_run"] for w in workers]
+    study = optuna.load_study(study_name=name, storage=url)
+    trials = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs]
+    first = [t for t in trials if "round" not in t.user_attrs]
+    second = [t for t in trials if t.user_attrs.get("round") == 1]
+    assert len(first) == 8 and len({tuple(sorted(t.params.items())) for t in first}) == 8  # the grid, once, in round 1
+    assert all(t.state == TrialState.PRUNED for t in first)
+    # round 2 started only after all of round 1: the best half (acc = layers/10 + width/1000: the 2-layer ones)
+    assert sorted(t.params["model.args.width"] for t in second if t.params["model.args.conv_layers"] == 2) == [8, 16, 32, 64]
+    assert len(second) == 4 and all(t.state == TrialState.COMPLETE for t in second)
+    assert min(t.datetime_start for t in second) >= max(t.datetime_complete for t in first)
+    assert all(t.state == TrialState.FAIL for t in study.get_trials() if "duplicate_of" in t.user_attrs)
+    # every rung of every configuration trained exactly once, by one of the two workers
+    logs = sorted((tmp_path / "study" / "trials").glob("*/rung-*/trained.log"))
+    assert len(logs) == 8 + 4 and all(len(log.read_text().split()) == 1 for log in logs)
+    assert len({log.read_text() for log in logs}) == 2 and min(runs) >= 1
 
 
 @pytest.mark.slow
