@@ -203,6 +203,21 @@ def test_synchronous_halving_needs_data_rungs_and_a_round_size(tmp_path: Path) -
     assert default_target(space, 6, None) == 6
 
 
+def test_leaderboard_and_best_trial_rank_complete_trials_by_value_then_loss(tmp_path: Path) -> None:
+    from tellapart.tune import StageOutcome, leaderboard_rows
+    from tellapart.tune._study import best_trial
+
+    (space,) = load_spaces(GRID_8, name="ties")
+    study = open_study(space, _sqlite(tmp_path), heartbeat_interval=1)
+    # (val_acc, val_loss, epochs run): early stopping left trial 1 with fewer epochs; trials 2 and 3 tie on accuracy
+    for acc, loss, epochs in [(0.90, 0.30, 10), (0.95, 0.20, 4), (0.97, 0.15, 10), (0.97, 0.10, 6)]:
+        rung = {"rung": 0, "fraction": 1.0, "epochs": epochs, "val_acc": acc, "val_loss": loss, "run": "x"}
+        study.add_trial(optuna.trial.create_trial(value=acc, user_attrs={"rungs": [rung]}))
+    rows = leaderboard_rows([StageOutcome(space, study, tmp_path)], tmp_path)
+    assert [r["trial"] for r in rows] == [3, 2, 1, 0]  # by accuracy, not by epochs run; the tie by lower loss
+    assert best_trial(study).number == 3  # what --final retrains is the leaderboard's first
+
+
 def test_epoch_fidelity_prunes_through_the_epoch_hook(tmp_path: Path) -> None:
     space_dict = {**GRID_8, "pruner": {"name": "threshold", "lower": 0.5}, "fidelity": {"kind": "epochs"}}
     (space,) = load_spaces(space_dict, name="epochs")

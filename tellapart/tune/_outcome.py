@@ -22,6 +22,7 @@ from tellapart._files import write_table
 from tellapart.train import read_metrics
 
 from ._rounds import promoted_parents
+from ._study import tie_break
 from ._space import SearchSpace
 
 __all__ = ["StageOutcome", "leaderboard_rows", "write_leaderboard", "tuning_plots", "report_rows"]
@@ -58,7 +59,8 @@ def leaderboard_rows(stages: Sequence[StageOutcome], root: Path) -> list[dict[st
     ranked within its stage.
 
     Complete trials first by the metric, then pruned ones by the budget they reached and their
-    last value; failed and running ones last, unranked.
+    last value; failed and running ones last, unranked. Equal values: lower validation loss first
+    (the order :func:`~tellapart.tune._study.best_trial` picks by).
     """
     rows: list[dict[str, Any]] = []
     for stage in stages:
@@ -99,8 +101,10 @@ def leaderboard_rows(stages: Sequence[StageOutcome], root: Path) -> list[dict[st
                 **({"error": t.user_attrs["error"]} if "error" in t.user_attrs else {}),
             }
             rank_state = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}.get(t.state, 2)
-            budget = (row["fraction"] or 0.0, row["epochs"] or 0)
-            order = (rank_state, -budget[0], -budget[1], -sign * value if value is not None and not math.isnan(value) else math.inf, t.number)
+            # complete trials had the full budget (early stopping may have cut their epochs): by value alone
+            budget = (row["fraction"] or 0.0, row["epochs"] or 0) if t.state == TrialState.PRUNED else (0.0, 0)
+            score = -sign * value if value is not None and not math.isnan(value) else math.inf
+            order = (rank_state, -budget[0], -budget[1], score, tie_break(t), t.number)
             stage_rows.append((order, row))
         stage_rows.sort(key=lambda p: p[0])
         rank = 0

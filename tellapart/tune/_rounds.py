@@ -50,6 +50,11 @@ def _rung_value(trial: FrozenTrial, rung: int, metric: str) -> float | None:
     return None
 
 
+def _rung_loss(trial: FrozenTrial, rung: int) -> float:
+    loss = _rung_value(trial, rung, "val_loss")
+    return loss if loss is not None else float("inf")
+
+
 def next_round(study: optuna.Study, space: SearchSpace) -> tuple[int, list[FrozenTrial], int] | None:
     """``(round, trials to promote into it, trials that ended the previous round)`` when the
     current round has finished and is not the last; else None.
@@ -70,7 +75,7 @@ def next_round(study: optuna.Study, space: SearchSpace) -> tuple[int, list[Froze
     if not ended:
         return None
     sign = -1.0 if space.direction == "maximize" else 1.0
-    ranked = sorted(ended, key=lambda p: (sign * p[0], p[1].number))  # best first; ties: the earlier trial
+    ranked = sorted(ended, key=lambda p: (sign * p[0], _rung_loss(p[1], current), p[1].number))  # best first; ties: lower val loss
     keep = max(1, len(ranked) // reduction_factor(space))
     return current + 1, [t for _, t in ranked[:keep]], len(ranked)
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import sys
 import time
 import warnings
@@ -315,12 +316,24 @@ def optimize_study(
     return result
 
 
+def tie_break(trial: FrozenTrial) -> float:
+    """Between trials of equal value: the last rung's validation loss (lower is better)."""
+    rungs = trial.user_attrs.get("rungs") or []
+    loss = rungs[-1].get("val_loss") if rungs else None
+    return float(loss) if loss is not None and not math.isnan(float(loss)) else math.inf
+
+
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The best complete trial, or None."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The best complete trial by the study's value; equal values: lower validation loss, then the earlier trial.
+
+    (Optuna's ``study.best_trial`` takes the first of equal values; accuracy on a few hundred
+    validation images ties often.)
+    """
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None and not math.isnan(t.value)]
     if not complete:
         return None
-    return study.best_trial
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return min(complete, key=lambda t: (sign * float(t.value), tie_break(t), t.number))  # type: ignore[arg-type]
 
 
 def study_trials(study: optuna.Study) -> Sequence[FrozenTrial]:
