@@ -34,7 +34,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-
 from tellapart._errors import UserError
 from tellapart.data import PrepareConfig, Preprocess, SplitConfig
 from tellapart.train import Rung

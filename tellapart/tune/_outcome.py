@@ -21,8 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tellapart._files import write_table
 from tellapart.train import read_metrics
 
-from ._rounds import promoted_parents
-from ._study import tie_break
+from ._rounds import promoted_parents, rung_metric, tie_break
 from ._space import SearchSpace
 
 __all__ = ["StageOutcome", "leaderboard_rows", "write_leaderboard", "tuning_plots", "report_rows"]
@@ -40,9 +39,9 @@ class StageOutcome:
 def _value(t: FrozenTrial, metric: str) -> float | None:
     if t.state == TrialState.COMPLETE and t.value is not None:
         return float(t.value)
-    rungs = t.user_attrs.get("rungs") or []
-    if rungs and rungs[-1].get(metric) is not None:
-        return float(rungs[-1][metric])
+    last = rung_metric(t, metric)
+    if last is not None:
+        return last
     if t.intermediate_values:
         return float(t.intermediate_values[max(t.intermediate_values)])
     return None

@@ -22,6 +22,7 @@ fidelity (``fidelity: {kind: data, fractions: [...]}``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import optuna
@@ -29,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from ._space import SYNCHRONOUS_HALVING, SearchSpace, reduction_factor
 
-__all__ = ["is_synchronous", "round_of", "next_round", "queue_round", "promoted_parents"]
+__all__ = ["is_synchronous", "round_of", "rung_metric", "tie_break", "next_round", "queue_round", "promoted_parents"]
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -43,16 +44,17 @@ def round_of(trial: FrozenTrial | optuna.trial.BaseTrial) -> int:
     return int(trial.user_attrs.get("round", 0))
 
 
-def _rung_value(trial: FrozenTrial, rung: int, metric: str) -> float | None:
-    for record in trial.user_attrs.get("rungs") or []:
-        if record.get("rung") == rung and record.get(metric) is not None:
-            return float(record[metric])
-    return None
+def rung_metric(trial: FrozenTrial, key: str, rung: int | None = None) -> float | None:
+    """A number the trial recorded for one of its rungs (``None``: its last rung), or None."""
+    records = [r for r in trial.user_attrs.get("rungs") or [] if rung is None or r.get("rung") == rung]
+    value = records[-1].get(key) if records else None
+    return None if value is None or math.isnan(float(value)) else float(value)
 
 
-def _rung_loss(trial: FrozenTrial, rung: int) -> float:
-    loss = _rung_value(trial, rung, "val_loss")
-    return loss if loss is not None else float("inf")
+def tie_break(trial: FrozenTrial, rung: int | None = None) -> float:
+    """Between trials of equal value: the rung's validation loss (lower is better; none: last)."""
+    loss = rung_metric(trial, "val_loss", rung)
+    return math.inf if loss is None else loss
 
 
 def next_round(study: optuna.Study, space: SearchSpace) -> tuple[int, list[FrozenTrial], int] | None:
@@ -70,12 +72,12 @@ def next_round(study: optuna.Study, space: SearchSpace) -> tuple[int, list[Froze
     ended = [
         (value, t) for t in trials
         if round_of(t) == current and t.state in _FINISHED and "duplicate_of" not in t.user_attrs
-        and (value := _rung_value(t, current, space.metric)) is not None
+        and (value := rung_metric(t, space.metric, current)) is not None
     ]
     if not ended:
         return None
     sign = -1.0 if space.direction == "maximize" else 1.0
-    ranked = sorted(ended, key=lambda p: (sign * p[0], _rung_loss(p[1], current), p[1].number))  # best first; ties: lower val loss
+    ranked = sorted(ended, key=lambda p: (sign * p[0], tie_break(p[1], current), p[1].number))  # best first; ties: lower val loss
     keep = max(1, len(ranked) // reduction_factor(space))
     return current + 1, [t for _, t in ranked[:keep]], len(ranked)
 

@@ -35,7 +35,7 @@ from sqlalchemy.exc import ArgumentError
 from tellapart._errors import UserError
 
 from ._objective import GridPointTaken
-from ._rounds import is_synchronous, next_round, queue_round, round_of
+from ._rounds import is_synchronous, next_round, queue_round, round_of, tie_break
 from ._space import SearchSpace, build_pruner, build_sampler, params_key
 
 __all__ = ["open_study", "optimize_study", "storage_url", "StudyProgress"]
@@ -314,13 +314,6 @@ def optimize_study(
     if progress:
         print(f"[tune {space.name}] worker done: {result.reason}; it ran {result.trials_run} trial(s)", file=sys.stderr, flush=True)
     return result
-
-
-def tie_break(trial: FrozenTrial) -> float:
-    """Between trials of equal value: the last rung's validation loss (lower is better)."""
-    rungs = trial.user_attrs.get("rungs") or []
-    loss = rungs[-1].get("val_loss") if rungs else None
-    return float(loss) if loss is not None and not math.isnan(float(loss)) else math.inf
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
