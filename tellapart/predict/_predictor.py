@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -21,7 +22,11 @@ from tellapart.data import Preprocess, decode, to_tensor
 from tellapart.data._sources import _is_image_name
 from tellapart.train import LoadedModel, load_model, logits_to_probs
 
-__all__ = ["Predictor", "Prediction", "load", "expand_paths", "write_predictions"]
+from ._resolve import resolve_run
+
+__all__ = ["Predictor", "Prediction", "load", "expand_paths", "file_digest", "write_predictions"]
+
+Image_ = Union[str, Path, bytes, np.ndarray, Image.Image]
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,11 @@ class Prediction:
 class Predictor:
     """A trained model plus its preprocessing: ``tellapart.load(RUN).predict(images)``."""
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, *, model_id: str = "", source: Path | None = None, note: str = "") -> None:
         self.loaded = loaded
+        self.model_id = model_id or str(loaded.checkpoint["model"]["name"])  # name@digest of the weights file
+        self.source = source  # the run folder, checkpoint file or export folder it was loaded from
+        self.note = note  # how the path given to load() was resolved to ``source``
         pre = loaded.preprocess
         self.preprocess = Preprocess(size=int(pre["size"]), grayscale=bool(pre["grayscale"]), fit=pre["fit"])
         self.mean, self.std = tuple(pre["mean"]), tuple(pre["std"])
@@ -45,7 +53,20 @@ class Predictor:
     def class_names(self) -> list[str]:
         return self.loaded.class_names
 
-    def _pixels(self, image: str | Path | bytes | np.ndarray | Image.Image) -> np.ndarray:
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of the uint8 pixels :meth:`predict_pixels` takes."""
+        return self.preprocess.size, self.preprocess.size, self.preprocess.channels
+
+    def decode_image(self, image: Image_) -> np.ndarray:
+        """One image -> its uint8 (H, W, C) pixels, preprocessed as in training; ValueError if unreadable."""
+        return self._pixels(image)
+
+    def predict_pixels(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(N, H, W, C) uint8 pixels from :meth:`decode_image` -> (N, K) probabilities."""
+        return self._probs(pixels, batch_size)
+
+    def _pixels(self, image: Image_) -> np.ndarray:
         if isinstance(image, Image.Image):
             buf = io.BytesIO()
             image.save(buf, format="PNG")
@@ -57,13 +78,14 @@ class Predictor:
         assert d.pixels is not None
         return d.pixels
 
-    def predict_proba(self, images: Sequence[str | Path | bytes | np.ndarray | Image.Image], batch_size: int = 64) -> np.ndarray:
+    def predict_proba(self, images: Sequence[Image_], batch_size: int = 64) -> np.ndarray:
         """(N, K) probabilities; raises ValueError on an unreadable image (use ``predict_files`` to skip)."""
         pixels = np.stack([self._pixels(im) for im in images]) if len(images) else np.zeros((0,))
         return self._probs(pixels, batch_size)
 
     @torch.no_grad()
     def _probs(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+        _check_batch_size(batch_size)
         model = self.loaded.model.eval()
         out = []
         for start in range(0, len(pixels), batch_size):
@@ -71,7 +93,7 @@ class Predictor:
             out.append(logits_to_probs(model(x)).numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
-    def predict(self, images: Sequence[str | Path | bytes | np.ndarray | Image.Image], batch_size: int = 64) -> list[str]:
+    def predict(self, images: Sequence[Image_], batch_size: int = 64) -> list[str]:
         """Predicted class names."""
         probs = self.predict_proba(images, batch_size)
         return [self.class_names[k] for k in probs.argmax(1)]
@@ -80,6 +102,7 @@ class Predictor:
         self, paths: Sequence[str | Path], *, batch_size: int = 64, progress: bool = True
     ) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predictions for readable files, and (path, error) for the ones skipped."""
+        _check_batch_size(batch_size)
         results: list[Prediction] = []
         failures: list[tuple[str, str]] = []
         bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress)
@@ -105,9 +128,38 @@ class Predictor:
         return results, failures
 
 
-def load(run: str | Path) -> Predictor:
-    """Loads a run's best model for prediction: ``tellapart.load("runs/cnn").predict(["a.jpg"])``."""
-    return Predictor(load_model(run))
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise UserError(f"batch size (--batch-size) must be at least 1, got {batch_size}")
+
+
+def load(path: str | Path) -> Predictor:
+    """Loads a model for prediction: ``tellapart.load("runs/cnn").predict(["a.jpg"])``.
+
+    ``path`` is a run folder, a checkpoint file, an export folder (``model.safetensors`` +
+    ``config.json``, read without unpickling) or any folder that chose a run (see :func:`resolve_run`).
+    """
+    from tellapart.export import is_export, read_export
+
+    p = Path(path)
+    if is_export(p):
+        return Predictor(read_export(p), model_id=_model_id(p / "model.safetensors", p.name), source=p, note=f"{p}: export folder")
+    run, note = resolve_run(p)
+    weights = run if run.is_file() else run / "checkpoints" / "best.pt"
+    return Predictor(load_model(run), model_id=_model_id(weights, run.stem if run.is_file() else run.name), source=run, note=note)
+
+
+def _model_id(weights: Path, name: str) -> str:
+    return f"{name}@{file_digest(weights)}"
+
+
+def file_digest(path: str | Path, length: int = 12) -> str:
+    """The first ``length`` hex digits of a file's SHA-256: a model's identity in answers and logs."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
 
 
 def expand_paths(inputs: Iterable[str]) -> list[Path]:
