@@ -1,7 +1,7 @@
 """Data: sources of labelled images, checks, splits, and the memory-mapped cache everything reads."""
 
 from ._batches import RowReader, epoch_order, iter_batches, to_tensor
-from ._cache import Cache, PrepareConfig, prepare
+from ._cache import Cache, PrepareConfig, prepare, verify_cache
 from ._check import CheckReport, check_source
 from ._shards import PartShare, ShardSet, is_shard_set, shard_cache
 from ._decode import Decoded, Preprocess, decode
@@ -49,4 +49,5 @@ __all__ = [
     "split_by_group",
     "synth_faces",
     "to_tensor",
+    "verify_cache",
 ]

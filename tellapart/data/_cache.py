@@ -2,16 +2,22 @@
 
 Layout of a cache folder::
 
-    manifest.json   settings, classes, per-item ids/labels/groups/splits, train mean/std,
-                    skipped files, duplicates; written last, so its presence marks completeness
-    pixels.u8       raw uint8 array, C order, shape [n, size, size, channels] (see manifest)
+    manifest.json          settings, classes, per-item ids/labels/groups/splits, train mean/std,
+                           skipped files, duplicates, the pixel file's size and checksum
+    pixels.u8              raw uint8 array, C order, shape [n, size, size, channels] (see manifest)
+    tellapart-cache.json   the marker: this folder is a cache tellapart wrote (format, fingerprint)
 
 A prepare writes into a hidden sibling folder and renames it into place, so an interrupted
 prepare never leaves a folder that looks complete. The same source and settings reuse the cache.
+A folder is replaced only when its marker says tellapart wrote it and it holds nothing else: a
+command never deletes a file it did not write. Opening a cache checks the manifest's keys and the
+pixel file's size; ``verify_cache`` (``tellapart data verify``) also checks the pixels' checksum.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -28,18 +34,28 @@ from typing import Any
 import numpy as np
 
 from tellapart._errors import UserError
+from tellapart._files import STORAGE_ERRNOS, storage_error
 
 from ._batches import RowReader
-from ._decode import Decoded, Preprocess
+from ._decode import Decoded, LimitedPreprocess, Preprocess, max_pixels
+from ._dedup import DuplicateCounts, pair_key, thumbnails
 from ._scan import Duplicates, find_duplicates, scan
-from ._sources import PairedSource, Source
+from ._sources import PairedSource, Source, left_out
 from ._split import SPLITS, SplitConfig, split_by_group
 
-__all__ = ["Cache", "PrepareConfig", "prepare", "write_subset", "CACHE_FORMAT"]
+__all__ = ["Cache", "PrepareConfig", "prepare", "verify_cache", "write_subset", "CACHE_FORMAT"]
 
-CACHE_FORMAT = 1  # bump when the on-disk layout changes: old caches then rebuild
+CACHE_FORMAT = 2  # bump when the on-disk layout changes: old caches then rebuild (2: marker, pixel size + checksum)
 MANIFEST = "manifest.json"
 PIXELS = "pixels.u8"
+MARKER = "tellapart-cache.json"
+#: Every file a cache folder may hold: the only ones a rebuild removes.
+CACHE_FILES = (MANIFEST, PIXELS, MARKER)
+#: Manifest keys every reader relies on; a manifest missing one was not written whole by prepare.
+REQUIRED_KEYS = (
+    "format", "fingerprint", "source", "preprocess", "n", "class_names", "mean", "std", "ids", "labels", "groups",
+    "splits", "class_counts", "skipped", "pixels",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,12 +65,18 @@ class PrepareConfig:
     preprocess: Preprocess = field(default_factory=Preprocess)
     split: SplitConfig = field(default_factory=SplitConfig)
     strict: bool = False  # fail on the first unreadable file instead of skipping it
-    near_threshold: int = 4  # perceptual-hash bits that may differ for two images to count as near duplicates
+    near_threshold: int = 4  # perceptual-hash bits two images may differ by to be compared on the pixels as near duplicates
     workers: int = 0  # decoding processes; 0 = every core
+    max_pixels: int | None = None  # larger images are refused as decompression bombs; None: TELLAPART_MAX_PIXELS or 100M
+
+    @property
+    def pixel_limit(self) -> int:
+        return self.max_pixels or max_pixels()
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("workers")
+        d["max_pixels"] = self.pixel_limit  # a raised limit admits more images: another cache
         return d
 
 
@@ -80,9 +102,53 @@ class Cache:
             raise UserError(
                 f"{self.path} is not a prepared cache (no {MANIFEST}); run 'tellapart data prepare SOURCE --out {self.path}'"
             )
-        self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-        if self.manifest.get("format") != CACHE_FORMAT:
-            raise UserError(f"{self.path} was written by another cache format; prepare it again")
+        self.manifest: dict[str, Any] = _read_manifest(manifest_path)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Cheap checks on every open: the manifest is whole, belongs to this folder, and the pixel file has its size."""
+        m, again = self.manifest, _prepare_again(self.path)
+        if m.get("format") != CACHE_FORMAT:
+            raise UserError(f"{self.path} was written by another cache format ({m.get('format')!r}, now {CACHE_FORMAT}); {again}")
+        missing = [k for k in REQUIRED_KEYS if k not in m]
+        if missing:
+            raise UserError(f"{self.path / MANIFEST} is incomplete (missing {', '.join(missing)}); {again}")
+        n = m["n"]
+        for key in ("ids", "labels", "groups", "splits"):
+            if not isinstance(m[key], list) or len(m[key]) != n:
+                raise UserError(f"{self.path / MANIFEST}: '{key}' does not list one entry per image (n={n}); {again}")
+        marker = _read_marker(self.path)
+        if marker is None or marker.get("fingerprint") != m["fingerprint"]:
+            raise UserError(
+                f"{self.path / MANIFEST} does not belong to this cache folder ({MARKER} is missing or names another "
+                f"cache): its labels would not match {PIXELS}; {again}"
+            )
+        pre = self.preprocess
+        expected = n * pre.size * pre.size * pre.channels
+        pixel_path = self.path / PIXELS
+        actual = pixel_path.stat().st_size if pixel_path.is_file() else None
+        recorded = m["pixels"].get("bytes") if isinstance(m["pixels"], dict) else None
+        if (n and actual != expected) or recorded != expected:
+            found = "missing" if actual is None else f"{actual:,} bytes"
+            raise UserError(f"{pixel_path} is {found}, the manifest needs {expected:,} (truncated or replaced); {again}")
+
+    def verify(self) -> str:
+        """Checks the pixels' checksum (reads the whole file) and every label and split; returns a one-line verdict.
+
+        Raises:
+            UserError: naming the file that does not match and how to rebuild it.
+        """
+        m, again = self.manifest, _prepare_again(self.path)
+        digest = _file_checksum(self.path / PIXELS) if len(self) else _checksum_of([])
+        if digest != m["pixels"].get("blake2b"):
+            raise UserError(f"{self.path / PIXELS} does not match its checksum in {MANIFEST} (corrupted or replaced); {again}")
+        bad_label = next((k for k, v in enumerate(m["labels"]) if not isinstance(v, int) or not 0 <= v < self.num_classes), None)
+        if bad_label is not None:
+            raise UserError(f"{self.path / MANIFEST}: label of image {bad_label} ({m['ids'][bad_label]}) is not a class index; {again}")
+        bad_split = next((k for k, v in enumerate(m["splits"]) if v not in SPLITS), None)
+        if bad_split is not None:
+            raise UserError(f"{self.path / MANIFEST}: split of image {bad_split} is {m['splits'][bad_split]!r}; {again}")
+        return f"{self.path}: ok ({len(self)} images, {m['pixels']['bytes']:,} bytes of pixels match their checksum)"
 
     # -- what the cache holds
     @property
@@ -159,6 +225,11 @@ class Cache:
         path = Path(root) / self.manifest["ids"][index]
         return path if path.is_file() else None
 
+    @property
+    def duplicates(self) -> DuplicateCounts:
+        """Exact counts of duplicate pairs by kind and split pair, and the listed examples."""
+        return DuplicateCounts.from_manifest(self.manifest.get("duplicates", {}))
+
     def summary(self) -> str:
         m = self.manifest
         pre = self.preprocess
@@ -171,12 +242,24 @@ class Cache:
             lines.append(f"  {split:5s} {sum(counts.values()):7d}  " + ", ".join(f"{k}: {v}" for k, v in counts.items()))
         if m["skipped"]:
             lines.append(f"  skipped {len(m['skipped'])} unreadable file(s), e.g. {m['skipped'][0]['id']}: {m['skipped'][0]['error']}")
-        dup = m["duplicates"]
-        if dup["cross_split_exact"] or dup["cross_split_near"]:
-            lines.append(
-                f"  WARNING: {len(dup['cross_split_exact'])} exact and {len(dup['cross_split_near'])} near duplicate "
-                "pair(s) cross splits (possible train/test leakage); see manifest.json 'duplicates'"
+        if m.get("left_out"):
+            lines.append(f"  left out {sum(m['left_out'].values())} file(s) that are not images: "
+                         + ", ".join(f"{why} {count}" for why, count in m["left_out"].items()))
+        for note, ids in _by_note(m.get("decode_notes", [])).items():
+            lines.append(f"  WARNING: {len(ids)} image(s) {note}, e.g. {ids[0]}")
+        counts = self.duplicates
+        crossing = {kind: counts.crossing(kind) for kind in ("exact", "near")}
+        if crossing["exact"] or crossing["near"]:
+            spread = ", ".join(
+                f"{n} {kind} {key}" for kind, by_pair in sorted(counts.by_split_pair.items()) for key, n in sorted(by_pair.items())
+                if n and len(set(key.split("~"))) == 2
             )
+            lines.append(
+                f"  WARNING: {crossing['exact']} exact and {crossing['near']} near duplicate pair(s) cross splits ({spread}; "
+                "possible train/test leakage); see manifest.json 'duplicates'"
+            )
+        if counts.near_pairs is None:
+            lines.append("  near duplicates: not confirmed on the pixels in this cache (an older tellapart wrote it); prepare it again with --force")
         return "\n".join(lines)
 
 
@@ -189,17 +272,18 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
     """
     out = Path(out)
     fingerprint = _fingerprint(source.fingerprint(), cfg)
-    if not force and (out / MANIFEST).is_file():
-        try:
-            existing = Cache(out)
-            if existing.fingerprint == fingerprint:
-                _log(progress, f"reusing {out}: same source and settings")
-                return existing
-        except (UserError, json.JSONDecodeError, KeyError):
-            pass
-        _log(progress, f"rebuilding {out}: the source or the settings changed")
-    if out.exists() and not (out / MANIFEST).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} exists and is not a tellapart cache; choose another --out or remove it")
+    if _holds_cache(out):  # refuses a folder tellapart did not write (it would be replaced)
+        why = "--force"
+        if not force:
+            try:
+                existing = Cache(out)  # checks the manifest's keys and the pixel file's size
+                if existing.fingerprint == fingerprint:
+                    _log(progress, f"reusing {out}: same source and settings")
+                    return existing
+                why = "the source or the settings changed"
+            except UserError as exc:
+                why = str(exc).split("; ")[0]
+        _log(progress, f"rebuilding {out}: {why}")
     items = source.items()
     _require_classes({i.label for i in items}, source)
     if isinstance(source, PairedSource) and source.unpaired():
@@ -211,12 +295,26 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
             file=sys.stderr,
         )
 
+    pre = cfg.preprocess
+    row_bytes = pre.size * pre.size * pre.channels
+    try:
+        return _prepare_into(source, out, cfg, items, fingerprint, progress)
+    except OSError as exc:  # a full disk or an I/O error: nothing half-written is left (see _staged)
+        if exc.errno in STORAGE_ERRNOS:
+            raise storage_error(exc, out.parent / out.name, needed=len(items) * row_bytes) from None
+        raise
+
+
+def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any], fingerprint: str, progress: bool) -> Cache:
+    """Decodes ``items`` into a staged folder and swaps it into place at ``out``."""
     with _staged(out) as tmp:
         pre = cfg.preprocess
         row_bytes = pre.size * pre.size * pre.channels
-        pixels = np.memmap(tmp / PIXELS, dtype=np.uint8, mode="w+", shape=(max(len(items), 1), row_bytes))
+        pixels = _allocate(tmp / PIXELS, (max(len(items), 1), row_bytes))
         rows: list[int] = []  # item index of each written row, in order
         failures: list[tuple[int, str]] = []
+        notes_of_rows: list[dict[str, str]] = []
+        checksum = hashlib.blake2b(digest_size=16)  # of the rows as written, in file order
 
         def write(index: int, d: Decoded) -> None:
             if d.error is not None:
@@ -225,11 +323,16 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
                 failures.append((index, d.error))
                 return
             assert d.pixels is not None
-            pixels[len(rows)] = d.pixels.reshape(-1)
+            row = np.ascontiguousarray(d.pixels).reshape(-1)
+            pixels[len(rows)] = row
+            checksum.update(row.data)
+            if getattr(d, "note", None):
+                notes_of_rows.append({"id": items[index].id, "note": str(d.note)})
             rows.append(index)
 
         started = time.perf_counter()
-        decoded = scan(source, items, pre, workers=cfg.workers, progress=progress, desc="prepare", on_result=write)
+        decoder = LimitedPreprocess.of(pre, cfg.pixel_limit)  # the limit travels to the decoding workers
+        decoded = scan(source, items, decoder, workers=cfg.workers, progress=progress, desc="prepare", on_result=write)
         seconds = time.perf_counter() - started
         if not rows:
             raise UserError(f"{source.path}: none of the {len(items)} images could be read; run 'tellapart data check' for details")
@@ -242,13 +345,13 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
         _require_classes(set(class_names), source, after_skipping=True)
         splits, notes = split_by_group([i.label for i in kept], [i.group for i in kept], [i.split for i in kept], cfg.split)
         for note in notes:
-            _log(progress, f"note: {note}")
-        dups = find_duplicates(
-            [decoded[i].content_hash for i in rows], [decoded[i].phash for i in rows], [True] * len(rows),
-            threshold=cfg.near_threshold,
-        )
+            _log(progress, note if note.startswith("WARNING") else f"note: {note}")
         label_index = {name: k for k, name in enumerate(class_names)}
         view = np.memmap(tmp / PIXELS, dtype=np.uint8, mode="r", shape=(len(rows), pre.size, pre.size, pre.channels))
+        dups = find_duplicates(
+            [decoded[i].content_hash for i in rows], thumbnails(view),
+            [True] * len(rows), sides=[min(decoded[i].width, decoded[i].height, pre.size) for i in rows], threshold=cfg.near_threshold,
+        )  # confirmed on the cache's own pixels
         train_rows = np.flatnonzero(np.asarray(splits) == "train")
         mean, std = _channel_stats(view, train_rows)
         del view
@@ -279,8 +382,11 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
             "duplicates": _duplicates_manifest(dups, [i.id for i in kept], splits, [i.group for i in kept]),
             "decode_seconds": round(seconds, 3),
             "notes": notes,
+            "left_out": left_out(source),
+            "decode_notes": notes_of_rows,
+            "pixels": {"bytes": len(rows) * row_bytes, "blake2b": checksum.hexdigest()},
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest))
+        _write_cache_files(tmp, manifest)
     cache = Cache(out)
     _log(progress, cache.summary())
     return cache
@@ -297,10 +403,13 @@ def write_subset(cache: Cache, rows: np.ndarray, out: str | Path, *, fingerprint
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     pre = cache.preprocess
     with _staged(out) as tmp:
-        pixels = np.memmap(tmp / PIXELS, dtype=np.uint8, mode="w+", shape=(max(len(rows), 1), pre.size, pre.size, pre.channels))
+        pixels = _allocate(tmp / PIXELS, (max(len(rows), 1), pre.size, pre.size, pre.channels))
         chunk = 2048  # rows per copy: bounded memory for caches larger than RAM
+        checksum = hashlib.blake2b(digest_size=16)
         for start in range(0, len(rows), chunk):
-            pixels[start : start + chunk] = cache.pixels[rows[start : start + chunk]]
+            block = np.ascontiguousarray(cache.pixels[rows[start : start + chunk]])
+            pixels[start : start + len(block)] = block
+            checksum.update(block.data)
         pixels.flush()
         del pixels
         os.truncate(tmp / PIXELS, len(rows) * pre.size * pre.size * pre.channels)
@@ -320,9 +429,10 @@ def write_subset(cache: Cache, rows: np.ndarray, out: str | Path, *, fingerprint
             "class_counts": {
                 s: dict(sorted(Counter(names[k] for k, sp in zip(labels, splits) if sp == s).items())) for s in SPLITS
             },
+            "pixels": {"bytes": len(keep) * pre.size * pre.size * pre.channels, "blake2b": checksum.hexdigest()},
             **(extra or {}),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest))  # last: its presence marks a complete cache
+        _write_cache_files(tmp, manifest)
     return Cache(out)
 
 
@@ -384,43 +494,187 @@ def _channel_stats(pixels: np.ndarray, rows: np.ndarray, chunk: int = 2048) -> t
 
 
 def _duplicates_manifest(dups: Duplicates, ids: Sequence[str], splits: Sequence[str], groups: Sequence[str | None]) -> dict[str, Any]:
+    """Every count exact (by kind and split pair: ``by_split_pair``); example lists capped at 1000."""
+
     def same_group(a: int, b: int) -> bool:
         return groups[a] is not None and groups[a] == groups[b]
 
     exact_pairs = [(g[0], b) for g in dups.exact for b in g[1:]]
-    near = [(a, b, d) for a, b, d in dups.near if not same_group(a, b)]
+    near = [p for p in dups.near if not same_group(p[0], p[1])]
+    by_split_pair: dict[str, dict[str, int]] = {"exact": {}, "near": {}}
+    for kind, pairs in (("exact", exact_pairs), ("near", [p[:2] for p in near])):
+        for a, b in pairs:
+            key = pair_key(splits[a], splits[b])
+            by_split_pair[kind][key] = by_split_pair[kind].get(key, 0) + 1
     limit = 1000  # listed pairs; the counts are always complete
+
+    def crossing(pairs: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        # pairs touching test first: they are the ones a report shows
+        found = [p for p in pairs if splits[p[0]] != splits[p[1]]]
+        return sorted(found, key=lambda p: "test" not in (splits[p[0]], splits[p[1]]))[:limit]
+
     return {
         "exact_groups": [[ids[i] for i in g] for g in dups.exact[:limit]],
         "exact_groups_count": len(dups.exact),
-        "near_pairs": [{"a": ids[a], "b": ids[b], "distance": d} for a, b, d in near[:limit]],
+        "near_pairs": [{"a": ids[a], "b": ids[b], "distance": d, "similarity": s} for a, b, d, s in near[:limit]],
         "near_pairs_count": len(near),
+        "near_candidates": dups.candidates,
+        "by_split_pair": by_split_pair,
         "cross_split_exact": [
-            {"a": ids[a], "a_split": splits[a], "b": ids[b], "b_split": splits[b]}
-            for a, b in exact_pairs
-            if splits[a] != splits[b]
-        ][:limit],
+            {"a": ids[a], "a_split": splits[a], "b": ids[b], "b_split": splits[b]} for a, b in crossing(exact_pairs)
+        ],
         "cross_split_near": [
-            {"a": ids[a], "a_split": splits[a], "b": ids[b], "b_split": splits[b], "distance": d}
-            for a, b, d in near
-            if splits[a] != splits[b]
-        ][:limit],
+            {"a": ids[a], "a_split": splits[a], "b": ids[b], "b_split": splits[b], "distance": d, "similarity": s}
+            for a, b, d, s in crossing(near)
+        ],
     }
 
 
 def _remove_stale_partials(out: Path) -> None:
-    """Leftovers of prepares that were killed: partial new caches, or old ones being swapped out."""
+    """Leftovers of prepares that were killed: partial new caches, or old ones being swapped out.
+
+    Only the cache's own files are removed (then the folder, if that emptied it).
+    """
     if out.parent.is_dir():
         for pattern in (f".{out.name}.partial-*", f".{out.name}.old-*"):
             for stale in out.parent.glob(pattern):
-                shutil.rmtree(stale, ignore_errors=True)
+                _remove_cache_files(stale)
+
+
+def _remove_cache_files(folder: Path) -> None:
+    """Removes the files a cache consists of, and the folder when nothing else is in it."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for name in CACHE_FILES:
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:  # something we did not write is inside: leave it
+        pass
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
     if out.exists():
+        _holds_cache(out)  # again, just before replacing: refuses a folder that gained foreign files meanwhile
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_cache_files(old)
     else:
         os.replace(tmp, out)
+
+
+def _holds_cache(out: Path) -> bool:
+    """Whether ``out`` holds a cache tellapart wrote (False: absent or empty); refuses anything else.
+
+    A cache is a folder whose marker (or, without one, whose manifest's own ``format`` and
+    ``fingerprint`` keys) says so and which holds nothing but a cache's files.
+
+    Raises:
+        UserError: ``out`` is a file, or a folder holding files tellapart did not write.
+    """
+    if not out.exists():
+        return False
+    if not out.is_dir() or out.is_symlink():
+        raise UserError(f"{out} exists and is not a folder; choose another --out")
+    names = {p.name for p in out.iterdir()}
+    if not names:
+        return False
+    foreign = sorted(names - set(CACHE_FILES))
+    ours = _read_marker(out) is not None or _has_own_manifest(out)
+    if not ours or foreign:
+        listed = ", ".join(foreign[:3] or sorted(names)[:3]) + (", ..." if len(foreign or names) > 3 else "")
+        raise UserError(
+            f"{out} exists and is not a tellapart cache (it holds {listed}, which tellapart did not write); "
+            "nothing was changed: choose another --out, or empty the folder yourself"
+        )
+    return True
+
+
+def _has_own_manifest(out: Path) -> bool:
+    """A cache without a marker (format 1 had none): its manifest carries its own ``format`` and ``fingerprint``."""
+    try:
+        m = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and isinstance(m.get("format"), int) and isinstance(m.get("fingerprint"), str)
+
+
+def _read_marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("written_by") == "tellapart" else None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({type(exc).__name__}: truncated or edited?); {_prepare_again(path.parent)}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} does not hold a cache manifest; {_prepare_again(path.parent)}")
+    return manifest
+
+
+def _prepare_again(path: Path) -> str:
+    return f"re-run 'tellapart data prepare SOURCE --out {path} --force'"
+
+
+def _write_cache_files(tmp: Path, manifest: dict[str, Any]) -> None:
+    """The manifest and the marker, last: a staged folder is complete once they are there."""
+    (tmp / MANIFEST).write_text(json.dumps(manifest))
+    marker = {"written_by": "tellapart", "format": CACHE_FORMAT, "fingerprint": manifest["fingerprint"]}
+    (tmp / MARKER).write_text(json.dumps(marker))
+
+
+def _allocate(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A writable memory map of a file whose blocks are reserved first.
+
+    Writing through a memory map into a sparse file on a full disk kills the process (SIGBUS);
+    reserving the blocks makes a full disk an ``OSError`` (ENOSPC) here instead.
+    """
+    nbytes = int(np.prod(shape))
+    with open(path, "wb") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            f.truncate(nbytes)  # the filesystem cannot reserve blocks: a full disk is then found late
+        except AttributeError:  # pragma: no cover - no posix_fallocate on this platform
+            f.truncate(nbytes)
+    return np.memmap(path, dtype=np.uint8, mode="r+", shape=shape)
+
+
+def _checksum_of(chunks: Sequence[bytes]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for c in chunks:
+        h.update(c)
+    return h.hexdigest()
+
+
+def _file_checksum(path: Path, chunk: int = 16 * 2**20) -> str:
+    """blake2b (16 bytes) of a file, read in 16 MB chunks (about 1 GB/s)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _by_note(notes: Sequence[dict[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for n in notes:
+        grouped.setdefault(n["note"], []).append(n["id"])
+    return grouped
+
+
+def verify_cache(path: str | Path) -> str:
+    """Opens the cache at ``path`` and checks its pixels' checksum; returns the verdict line.
+
+    Raises:
+        UserError: the cache is incomplete, truncated, mismatched or corrupted (the message names the file).
+    """
+    return Cache(path).verify()

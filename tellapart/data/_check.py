@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ._decode import Preprocess
+from ._decode import Decoded, Preprocess
+from ._dedup import pair_key
 from ._scan import find_duplicates, scan
 from ._sources import PairedSource, Source
 
@@ -32,11 +33,13 @@ class CheckReport:
     formats: dict[str, int]
     unreadable: list[dict[str, str]]  # {id, error}
     exact_duplicates: list[list[str]]
-    near_duplicates: list[dict[str, Any]]  # {a, b, distance}
-    cross_split_duplicates: list[dict[str, Any]]  # {a, a_split, b, b_split, kind}
+    near_duplicates: list[dict[str, Any]]  # {a, b, distance, similarity}: every pair confirmed on the pixels
+    cross_split_duplicates: list[dict[str, Any]]  # {a, a_split, b, b_split, kind}, every one
     unpaired: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # reasons the data is unusable
     warnings: list[str] = field(default_factory=list)
+    near_candidates: int = 0  # pairs close in perceptual hash, compared on the pixels
+    cross_split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> "test~train" -> pairs
 
     @property
     def usable(self) -> bool:
@@ -61,10 +64,16 @@ class CheckReport:
             lines += [f"    {u['id']}: {u['error']}" for u in self.unreadable[:20]]
         lines.append(f"  exact duplicate groups: {len(self.exact_duplicates)}")
         lines += [f"    {' = '.join(g[:4])}" for g in self.exact_duplicates[:10]]
-        lines.append(f"  near-duplicate pairs: {len(self.near_duplicates)}")
-        lines += [f"    {d['a']} ~ {d['b']} (distance {d['distance']})" for d in self.near_duplicates[:10]]
+        lines.append(
+            f"  near-duplicate pairs: {len(self.near_duplicates)} (confirmed on the pixels, of {self.near_candidates} close in hash)"
+        )
+        lines += [
+            f"    {d['a']} ~ {d['b']} (hash distance {d['distance']}, similarity {d['similarity']:.3f})" for d in self.near_duplicates[:10]
+        ]
         if self.cross_split_duplicates:
             lines.append(f"  duplicates across splits (leakage): {len(self.cross_split_duplicates)}")
+            for kind, by_pair in sorted(self.cross_split_counts.items()):
+                lines.append(f"    {kind}: " + ", ".join(f"{key} {n}" for key, n in sorted(by_pair.items())))
             lines += [f"    {d['a']} [{d['a_split']}] ~ {d['b']} [{d['b_split']}]" for d in self.cross_split_duplicates[:10]]
         if self.unpaired:
             lines.append(f"  files without a twin: {len(self.unpaired)}, e.g. {', '.join(self.unpaired[:5])}")
@@ -77,7 +86,13 @@ class CheckReport:
 def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, progress: bool = True) -> CheckReport:
     """Decodes every image of ``source`` at preview size and reports counts, sizes and problems."""
     items = source.items()
-    decoded = scan(source, items, _PREVIEW, workers=workers, progress=progress, desc="check")
+    thumbs = np.zeros((len(items), _PREVIEW.size, _PREVIEW.size), dtype=np.uint8)  # 1 KB an image: pairs are confirmed on these
+
+    def keep_thumbnail(index: int, d: Decoded) -> None:
+        if d.pixels is not None:
+            thumbs[index] = d.pixels[:, :, 0]
+
+    decoded = scan(source, items, _PREVIEW, workers=workers, progress=progress, desc="check", on_result=keep_thumbnail)
     ok = [d.error is None for d in decoded]
     readable = [i for i, good in enumerate(ok) if good]
     splits = [items[i].split or "all" for i in range(len(items))]
@@ -85,15 +100,22 @@ def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, p
     for i in readable:
         counts.setdefault(splits[i], Counter())[items[i].label] += 1
     class_counts = {s: dict(sorted(c.items())) for s, c in sorted(counts.items())}
-    dups = find_duplicates([d.content_hash for d in decoded], [d.phash for d in decoded], ok, threshold=near_threshold)
+    dups = find_duplicates(
+        [d.content_hash for d in decoded], thumbs, ok, sides=[min(d.width, d.height) for d in decoded], threshold=near_threshold
+    )
     groups = [i.group for i in items]
-    near = [(a, b, d) for a, b, d in dups.near if not (groups[a] is not None and groups[a] == groups[b])]
+    near = [p for p in dups.near if not (groups[p[0]] is not None and groups[p[0]] == groups[p[1]])]
     cross = [
         {"a": items[a].id, "a_split": splits[a], "b": items[b].id, "b_split": splits[b], "kind": kind}
-        for kind, pairs in (("exact", [(g[0], b, 0) for g in dups.exact for b in g[1:]]), ("near", near))
-        for a, b, _ in pairs
+        for kind, pairs in (("exact", [(g[0], b) for g in dups.exact for b in g[1:]]), ("near", [p[:2] for p in near]))
+        for a, b in pairs
         if splits[a] != splits[b] and "all" not in (splits[a], splits[b])
     ]
+    cross_counts: dict[str, dict[str, int]] = {}
+    for d in cross:
+        by_pair = cross_counts.setdefault(d["kind"], {})
+        key = pair_key(d["a_split"], d["b_split"])
+        by_pair[key] = by_pair.get(key, 0) + 1
     all_labels = {i.label for i in items}
     readable_labels = {items[i].label for i in readable}
     problems = []
@@ -105,7 +127,8 @@ def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, p
         problems.append(f"class {label!r} has no readable image")
     warnings = []
     if cross:
-        warnings.append(f"{len(cross)} duplicate pair(s) cross the source's splits: test results would be inflated")
+        spread = "; ".join(f"{n} {kind} {key}" for kind, by_pair in sorted(cross_counts.items()) for key, n in sorted(by_pair.items()))
+        warnings.append(f"{len(cross)} duplicate pair(s) cross the source's splits ({spread}): test results would be inflated")
     unpaired = source.unpaired() if isinstance(source, PairedSource) else []
     return CheckReport(
         source=str(source.path),
@@ -118,8 +141,10 @@ def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, p
         formats=dict(Counter(decoded[i].format for i in readable).most_common()),
         unreadable=[{"id": items[i].id, "error": str(decoded[i].error)} for i, good in enumerate(ok) if not good],
         exact_duplicates=[[items[i].id for i in g] for g in dups.exact],
-        near_duplicates=[{"a": items[a].id, "b": items[b].id, "distance": d} for a, b, d in near],
+        near_duplicates=[{"a": items[a].id, "b": items[b].id, "distance": d, "similarity": sim} for a, b, d, sim in near],
         cross_split_duplicates=cross,
+        near_candidates=dups.candidates,
+        cross_split_counts=cross_counts,
         unpaired=unpaired,
         problems=problems,
         warnings=warnings,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +20,33 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["Decoded", "Fit", "Payload", "Preprocess", "decode", "MAX_PIXELS"]
+__all__ = ["Decoded", "Fit", "Payload", "Preprocess", "Refused", "decode", "max_pixels", "MAX_PIXELS", "MAX_PIXELS_ENV"]
 
 Fit = Literal["stretch", "center-crop", "pad"]
 FITS: tuple[str, ...] = ("stretch", "center-crop", "pad")
 
-#: What a source hands the decoder: a file path (the decoder reads it), encoded bytes, or pixels.
-Payload = Union[str, bytes, np.ndarray]
 
-#: Images with more pixels than this are refused as decompression bombs (about 16k x 16k).
-MAX_PIXELS = 268_435_456
-# Pillow warns above its own limit (89M pixels, which decode turns into a refusal) and fails above
-# twice that, so without this a 10k x 10k image would be refused as "over MAX_PIXELS". Raised only.
-if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_PIXELS:
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+@dataclass(frozen=True)
+class Refused:
+    """A payload a source would not hand over (e.g. an archive member over the size cap): decoding reports ``reason``."""
+
+    reason: str
+
+
+#: What a source hands the decoder: a file path (the decoder reads it), encoded bytes, pixels, or a refusal.
+Payload = Union[str, bytes, np.ndarray, Refused]
+
+#: Images with more pixels than this are refused as decompression bombs (10k x 10k). Decoding
+#: costs about 4-6 bytes per pixel in each worker (RGBA plus a converted copy), so this bounds a
+#: worker at about 0.5 GB; raise it with ``TELLAPART_MAX_PIXELS`` or ``prepare --max-pixels``.
+MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "TELLAPART_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """The pixel limit in force: ``TELLAPART_MAX_PIXELS`` when set (a positive integer), else ``MAX_PIXELS``."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").replace("_", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -66,46 +80,68 @@ class Decoded:
     content_hash: str = ""  # blake2b of the raw bytes: exact duplicates
     phash: int = 0  # 64-bit perceptual hash: near-duplicates
     error: str | None = None
+    note: str | None = None  # decoded, but the user should know (e.g. blank after compositing alpha)
+
+
+@dataclass(frozen=True)
+class LimitedPreprocess(Preprocess):
+    """``Preprocess`` plus the decoder's pixel limit, as handed to decoding workers (never stored)."""
+
+    max_pixels: int = MAX_PIXELS  # images with more pixels are refused as decompression bombs
+
+    @classmethod
+    def of(cls, pre: Preprocess, max_pixels: int) -> LimitedPreprocess:
+        return cls(size=pre.size, grayscale=pre.grayscale, fit=pre.fit, max_pixels=max_pixels)
+
+
+#: What ``_to_8bit_mode`` says of an image whose content lived only in its alpha channel.
+BLANK_AFTER_ALPHA = "blank after compositing its transparency over white (white or light content on a transparent background?)"
 
 
 def decode(payload: Payload, pre: Preprocess) -> Decoded:
     """Decodes one payload; never raises for a bad image (the error is returned instead)."""
+    limit = getattr(pre, "max_pixels", None) or max_pixels()
     try:
+        if isinstance(payload, Refused):
+            return Decoded(pixels=None, error=payload.reason)
         if isinstance(payload, np.ndarray):
             return _decode_array(payload, pre)
         data = Path(payload).read_bytes() if isinstance(payload, str) else payload
-        return _decode_bytes(data, pre)
+        return _decode_bytes(data, pre, limit)
     except Exception as exc:  # noqa: BLE001 - any failure of a single image is reported, not raised
-        return Decoded(pixels=None, error=_describe(exc))
+        return Decoded(pixels=None, error=_describe(exc, limit))
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, limit: int) -> str:
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not an image Pillow can read"
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return f"refused as a decompression bomb (over {MAX_PIXELS:,} pixels)"
+        return f"refused as a decompression bomb (over {limit:,} pixels; raise the limit with --max-pixels or {MAX_PIXELS_ENV})"
     text = str(exc) or type(exc).__name__
     if "truncated" in text:
         return "truncated file: " + text
     return f"{type(exc).__name__}: {text}"
 
 
-def _decode_bytes(data: bytes, pre: Preprocess) -> Decoded:
+def _decode_bytes(data: bytes, pre: Preprocess, limit: int) -> Decoded:
     if not data:
         return Decoded(pixels=None, error="empty file (0 bytes)")
     content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
+    # Pillow warns above MAX_IMAGE_PIXELS (a refusal here) and fails above twice it: set to our
+    # limit, both refuse exactly above it. Process-wide, but decode is Pillow's only user here.
+    Image.MAX_IMAGE_PIXELS = limit
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data))
         width, height, mode, fmt = img.width, img.height, img.mode, img.format or ""
-        if width * height > MAX_PIXELS:
+        if width * height > limit:
             raise Image.DecompressionBombError(f"{width}x{height}")
         if fmt == "JPEG":
             img.draft("L" if pre.grayscale else "RGB", _draft_request(width, height, pre))
         img.load()
     img = ImageOps.exif_transpose(img) or img
-    pixels, phash = _finish(img, pre)
-    return Decoded(pixels, width, height, mode, fmt, content_hash, phash)
+    pixels, phash, note = _finish(img, pre)
+    return Decoded(pixels, width, height, mode, fmt, content_hash, phash, note=note)
 
 
 def _decode_array(array: np.ndarray, pre: Preprocess) -> Decoded:
@@ -113,8 +149,8 @@ def _decode_array(array: np.ndarray, pre: Preprocess) -> Decoded:
         raise ValueError(f"array images must be uint8, got {array.dtype}")
     content_hash = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
     img = Image.fromarray(array)
-    pixels, phash = _finish(img, pre)
-    return Decoded(pixels, img.width, img.height, img.mode, "array", content_hash, phash)
+    pixels, phash, note = _finish(img, pre)
+    return Decoded(pixels, img.width, img.height, img.mode, "array", content_hash, phash, note=note)
 
 
 def _draft_request(width: int, height: int, pre: Preprocess) -> tuple[int, int]:
@@ -130,24 +166,39 @@ def _draft_request(width: int, height: int, pre: Preprocess) -> tuple[int, int]:
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
-def _to_8bit_mode(img: Image.Image, grayscale: bool) -> Image.Image:
-    """Converts any Pillow mode to 'L' or 'RGB' correctly: alpha over white, 16-bit scaled."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+def _to_8bit_mode(img: Image.Image, grayscale: bool) -> tuple[Image.Image, str | None]:
+    """Converts any Pillow mode to 'L' or 'RGB' correctly: alpha over white, 16-bit scaled by bit depth.
+
+    Returns the image and a note when the result hides what the original showed (content only in
+    the alpha channel becomes blank over white).
+    """
+    note = None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L")
+        # 16-bit modes scale by their bit depth, so a dark 16-bit scan stays dark; 32-bit "I" and
+        # "F" carry no depth, so values above 255 are taken as 16-bit and others as 8-bit.
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(np.round(arr * (255.0 / top)), 0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
+        if _nearly_uniform(img.convert("L")) and not _nearly_uniform(rgba.getchannel("A")):
+            note = BLANK_AFTER_ALPHA
     target = "L" if grayscale else "RGB"
-    return img if img.mode == target else img.convert(target)
+    return (img if img.mode == target else img.convert(target)), note
 
 
-def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int]:
-    img = _to_8bit_mode(img, pre.grayscale)
+def _nearly_uniform(channel: Image.Image, spread: int = 8) -> bool:
+    """Whether a one-channel image's values all lie within ``spread`` levels (a blank picture)."""
+    low, high = channel.getextrema()
+    return int(high) - int(low) <= spread
+
+
+def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int, str | None]:
+    img, note = _to_8bit_mode(img, pre.grayscale)
     box = (pre.size, pre.size)
     method = Image.Resampling.BILINEAR
     if pre.fit == "center-crop":
@@ -164,4 +215,4 @@ def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int]:
     pixels = np.asarray(img, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    return pixels, phash
+    return pixels, phash, note

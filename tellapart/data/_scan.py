@@ -1,4 +1,4 @@
-"""Decode every item of a source once, in parallel, and find duplicates from the hashes."""
+"""Decode every item of a source once, in parallel, and find duplicates from the hashes and pixels."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ._decode import Decoded, Payload, Preprocess, decode
+from ._dedup import THUMB, canonical, candidate_pairs, cross_pairs, nearest_pairs, phashes, shifted, verify
 from ._sources import Item, Source
 
 __all__ = ["scan", "find_duplicates", "Duplicates", "default_workers"]
@@ -100,36 +101,81 @@ def scan(
 class Duplicates:
     """Exact and near duplicates among decoded items (indices into the scanned list)."""
 
-    exact: list[list[int]]  # groups of identical files (same bytes or pixels)
-    near: list[tuple[int, int, int]]  # (i, j, hamming distance) of perceptually similar, not identical, images
+    exact: list[list[int]]  # groups of identical files (same bytes)
+    near: list[tuple[int, int, int, float]]  # (i, j, hash distance, similarity): confirmed on the pixels, not identical
+    candidates: int = 0  # pairs within the hash distance that were compared on the pixels
 
 
 def find_duplicates(
-    hashes: Sequence[str], phashes: Sequence[int], ok: Sequence[bool], *, threshold: int = 4, max_pairs: int = 100_000
+    hashes: Sequence[str],
+    thumbs: np.ndarray,
+    ok: Sequence[bool],
+    *,
+    sides: Sequence[int],
+    threshold: int = 4,
+    per_image: int = 10,
 ) -> Duplicates:
-    """Exact duplicates by content hash; near duplicates by perceptual-hash Hamming distance.
+    """Exact duplicates by content hash; near duplicates by perceptual hash, confirmed on the pixels.
 
-    The near search is all-pairs on 64-bit hashes in blocks (20,000 images: about 2e8 XOR +
-    popcount operations, a few seconds), which finds every pair within ``threshold`` bits.
+    Candidates are pairs within ``threshold`` bits on the perceptual hash of the thumbnails as
+    they are, of the thumbnails aligned (centred and scaled: shifts and crops undone), or, for
+    images of at most :data:`_SHIFTED_MAX` px, of one of them moved by one of its own pixels
+    against the other as it is (a one-pixel shift changes a tiny image's hash by 30 of 64 bits).
+    Each image keeps its ``per_image`` nearest candidates, so the work grows linearly with the
+    number of images; each candidate is then confirmed on the pixels (:func:`_dedup.verify`).
+
+    Args:
+        hashes, ok: per item, its content hash and whether it was readable.
+        thumbs: (items, 32, 32) grey uint8 thumbnails (rows of unreadable items are ignored).
+        sides: per item, the side in pixels of the detail it holds (see :func:`_dedup.verify`).
+        threshold: perceptual-hash bits two images may differ by to be compared on the pixels.
+        per_image: candidates kept per image, the nearest in hash distance.
     """
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, (h, good) in enumerate(zip(hashes, ok)):
         if good and h:
             by_hash[h].append(i)
     exact = [g for g in by_hash.values() if len(g) > 1]
-    exact_pair = {(a, b) for g in exact for a in g for b in g if a < b}
-    idx = np.array([i for i, good in enumerate(ok) if good], dtype=np.int64)
-    values = np.array([phashes[i] for i in idx], dtype=np.uint64)
-    near: list[tuple[int, int, int]] = []
-    block = 512  # rows per block: 512 x 20,000 x 8 bytes = 80 MB of temporaries
-    for start in range(0, len(values), block):
-        part = values[start : start + block]
-        dist = np.bitwise_count(part[:, None] ^ values[None, :])
-        rows, cols = np.nonzero(dist <= threshold)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            a, b = int(idx[start + r]), int(idx[c])
-            if a < b and (a, b) not in exact_pair:
-                near.append((a, b, int(dist[r, c])))
-                if len(near) >= max_pairs:
-                    return Duplicates(exact, near)
-    return Duplicates(exact, near)
+    group_of = np.arange(len(ok), dtype=np.int64) + len(ok)  # items outside exact groups: a group of their own
+    for k, g in enumerate(exact):
+        group_of[g] = k
+    idx = np.flatnonzero(np.asarray(ok, dtype=bool)).astype(np.int64)
+    raw = np.asarray(thumbs)[idx]
+    side = np.asarray(sides, dtype=np.int64)[idx]
+    aligned = canonical(raw)
+    ci, cj, dist = _candidates(raw, aligned, side, threshold)
+    keep = group_of[idx[ci]] != group_of[idx[cj]]
+    ci, cj, dist = ci[keep], cj[keep], dist[keep]
+    keep = nearest_pairs(ci, cj, dist, per_image)
+    ci, cj, dist = ci[keep], cj[keep], dist[keep]
+    confirmed, score = verify(ci, cj, raw, aligned, side)
+    a, b = idx[ci[confirmed]], idx[cj[confirmed]]
+    near = [(int(x), int(y), int(d), round(float(s), 4)) for x, y, d, s in zip(a, b, dist[confirmed], score[confirmed])]
+    return Duplicates(exact, near, candidates=len(ci))
+
+
+_SHIFTED_MAX = 16  # images up to this side (px) are also hashed moved by one of their pixels (larger: the aligned view suffices)
+
+
+def _candidates(raw: np.ndarray, aligned: np.ndarray, sides: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) close in any hash view, each with its smallest hash distance over the views."""
+    n = len(raw)
+    raw_hash = phashes(raw)
+    found = [candidate_pairs(raw_hash, radius), candidate_pairs(phashes(aligned), radius)]
+    step = np.rint(THUMB / np.maximum(sides, 1)).astype(np.int64)  # one image pixel, in thumbnail pixels
+    for s in np.unique(step[sides <= _SHIFTED_MAX]).tolist():
+        rows = np.flatnonzero((step == s) & (sides <= _SHIFTED_MAX))
+        for dy, dx in ((0, s), (s, 0), (s, s), (s, -s)):  # the opposite shifts are the same pairs seen from the other side
+            q, d, dist = cross_pairs(phashes(shifted(raw[rows], dy, dx)), raw_hash, radius)
+            q = rows[q]
+            found.append((np.minimum(q, d), np.maximum(q, d), dist))
+    i = np.concatenate([f[0] for f in found])
+    j = np.concatenate([f[1] for f in found])
+    dist = np.concatenate([f[2] for f in found])
+    keep = i != j
+    key, dist = i[keep] * max(n, 1) + j[keep], dist[keep]
+    order = np.lexsort((dist, key))  # by pair, nearest view first
+    key, dist = key[order], dist[order]
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    key, dist = key[first], dist[first]
+    return key // max(n, 1), key % max(n, 1), dist

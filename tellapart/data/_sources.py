@@ -16,16 +16,17 @@ import os
 import pickle
 import tarfile
 import zipfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 
 from tellapart._errors import UserError
 
-from ._decode import Payload
+from ._decode import Payload, Refused
 
 __all__ = [
     "Item",
@@ -37,7 +38,11 @@ __all__ = [
     "IdxSource",
     "CifarSource",
     "open_source",
+    "left_out",
+    "max_member_bytes",
     "IMAGE_EXTENSIONS",
+    "MAX_MEMBER_BYTES",
+    "MAX_MEMBER_ENV",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -53,6 +58,11 @@ SPLIT_ALIASES = {
     "test": "test",
     "testing": "test",
 }
+#: Archive members larger than this (bytes, uncompressed) are not read into memory: a member is
+#: held whole while it is identified and decoded. Raise with ``TELLAPART_MAX_MEMBER_MB``.
+MAX_MEMBER_BYTES = 256 * 2**20
+MAX_MEMBER_ENV = "TELLAPART_MAX_MEMBER_MB"
+DEFAULT_PAIR_DIRS = ("face", "comics")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -92,8 +102,43 @@ class Source(Protocol):
 
 
 def _is_image_name(name: str) -> bool:
-    base = PurePosixPath(name).name
-    return not base.startswith(".") and PurePosixPath(name).suffix.lower() in IMAGE_EXTENSIONS
+    return _name_problem(name) is None
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a file name is left out of a dataset (hidden, no extension, not an image's), or None."""
+    path = PurePosixPath(name)
+    if path.name.startswith("."):
+        return "hidden file"
+    if not path.suffix or path.suffix == ".":
+        return "no file extension"
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return "not an image extension"
+    return None
+
+
+def left_out(source: object) -> dict[str, int]:
+    """Files a source saw but left out, counted by reason (hidden, no extension, ...); {} for sources that list no files."""
+    counter = getattr(source, "left_out", None)
+    return dict(sorted(counter().items())) if callable(counter) else {}
+
+
+def max_member_bytes() -> int:
+    """The archive member cap in force: ``TELLAPART_MAX_MEMBER_MB`` (megabytes) when set, else ``MAX_MEMBER_BYTES``."""
+    text = os.environ.get(MAX_MEMBER_ENV, "").strip()
+    return int(float(text) * 2**20) if text.replace(".", "", 1).isdigit() and float(text) > 0 else MAX_MEMBER_BYTES
+
+
+def _too_large(size: int, cap: int) -> Refused:
+    return Refused(f"archive member of {size / 2**20:,.0f} MB is over the {cap / 2**20:,.0f} MB cap; raise it with {MAX_MEMBER_ENV}")
+
+
+def _read_capped(f: IO[bytes], declared: int, cap: int) -> bytes | Refused:
+    """A member's bytes, or a refusal when its declared or actual size is over ``cap`` (a lying header is caught too)."""
+    if declared > cap:
+        return _too_large(declared, cap)
+    data = f.read(cap + 1)
+    return _too_large(len(data), cap) if len(data) > cap else data
 
 
 def _digest(parts: Sequence[str]) -> str:
@@ -107,7 +152,11 @@ def _digest(parts: Sequence[str]) -> str:
 def _stat_fingerprint(root: Path, relpaths: Sequence[str]) -> str:
     parts = []
     for rel in relpaths:
-        st = (root / rel).stat()
+        try:
+            st = (root / rel).stat()
+        except OSError:  # a dangling symlink: unreadable when decoded, and part of the identity as such
+            parts.append(f"{rel}|missing")
+            continue
         parts.append(f"{rel}|{st.st_size}|{st.st_mtime_ns}")
     return _digest(parts)
 
@@ -178,7 +227,6 @@ class FolderSource:
     path: Path
     class_map: dict[str, str] | None = None
     kind: str = "folder"
-    ignored: int = field(default=0, compare=False)  # non-image files seen and ignored
 
     @classmethod
     def open(cls, path: str | Path, class_map: dict[str, str] | None = None) -> FolderSource:
@@ -188,18 +236,34 @@ class FolderSource:
         return cls(root, class_map)
 
     def _relpaths(self) -> list[str]:
+        return self._walk()[0]
+
+    def left_out(self) -> Counter[str]:
+        """Files and folders under the root that are not images of the dataset, by reason."""
+        return self._walk()[1]
+
+    def _walk(self) -> tuple[list[str], Counter[str]]:
         root_real = self.path.resolve()
         found = []
+        skipped: Counter[str] = Counter()
         for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
+            skipped["hidden folder"] += sum(1 for d in dirnames if d.startswith("."))
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if not _is_image_name(name):
+                problem = _name_problem(name)
+                if problem is not None:
+                    skipped[problem] += 1
                     continue
                 full = Path(dirpath) / name
-                if not full.resolve().is_relative_to(root_real):
+                try:
+                    target = full.resolve()
+                except (OSError, RuntimeError):  # a symlink loop
+                    skipped["symlink loop"] += 1
+                    continue
+                if not target.is_relative_to(root_real):
                     raise UserError(f"{full} points outside the dataset folder {self.path}; copy the file in")
                 found.append(full.relative_to(self.path).as_posix())
-        return found
+        return found, +skipped
 
     def items(self) -> list[Item]:
         items = items_from_layout(self._relpaths(), self.class_map, str(self.path))
@@ -253,7 +317,10 @@ class CsvSource:
         rows = parse_csv_list(p.read_text(encoding="utf-8-sig"), str(p), tsv=p.suffix.lower() == ".tsv")
         root_real = base.resolve()
         for item in rows:
-            full = (base / item.id).resolve()
+            try:
+                full = (base / item.id).resolve()
+            except (OSError, RuntimeError):  # a symlink loop: reported as unreadable when decoded
+                continue
             if not full.is_relative_to(root_real):
                 raise UserError(f"{p}: path {item.id!r} lies outside the dataset root {base}; use paths inside it")
         return cls(p, base, tuple(rows))
@@ -287,6 +354,7 @@ def parse_csv_list(text: str, where: str, *, tsv: bool = False) -> list[Item]:
             raise UserError(f"{where}: unknown column(s) {unknown}; allowed: {', '.join(columns)}")
         columns, rows, first_line = header, rows[1:], 2
     items = []
+    first_label: dict[str, tuple[str, int]] = {}  # path -> (label, line) of its first row
     for lineno, row in enumerate(rows, first_line):
         if len(row) < 2 or len(row) > len(columns):
             raise UserError(f"{where}:{lineno}: expected {len(columns)} or fewer columns (path,label,...), got {row}")
@@ -298,6 +366,12 @@ def parse_csv_list(text: str, where: str, *, tsv: bool = False) -> list[Item]:
             split = SPLIT_ALIASES[split.lower()]
         if not rec.get("path") or not rec.get("label"):
             raise UserError(f"{where}:{lineno}: path and label must not be empty")
+        label, line = first_label.setdefault(rec["path"], (rec["label"], lineno))
+        if label != rec["label"]:
+            raise UserError(
+                f"{where}:{lineno}: {rec['path']!r} is labelled {rec['label']!r} here but {label!r} on line {line}; "
+                "give each file one label"
+            )
         items.append(Item(id=rec["path"], label=rec["label"], group=rec.get("group") or None, split=split))
     return items
 
@@ -346,14 +420,26 @@ class ArchiveSource:
         return list(self._members())
 
     def _read(self, name: str) -> bytes:
-        raw = self._members()[name]
+        raw, cap = self._members()[name], max_member_bytes()
         if self.is_zip:
-            with zipfile.ZipFile(self.path) as zf:
-                return zf.read(raw)
-        with tarfile.open(self.path) as tf:
-            f = tf.extractfile(raw)
-            assert f is not None
-            return f.read()
+            with zipfile.ZipFile(self.path) as zf, zf.open(raw) as f:
+                data = _read_capped(f, zf.getinfo(raw).file_size, cap)
+        else:
+            with tarfile.open(self.path) as tf:
+                member = tf.getmember(raw)
+                f = tf.extractfile(member)
+                assert f is not None
+                data = _read_capped(f, member.size, cap)
+        if isinstance(data, Refused):
+            raise UserError(f"{self.path}!{name}: {data.reason}")
+        return data
+
+    def left_out(self) -> Counter[str]:
+        """Members that are not images of the dataset, by reason (a CSV list names its own files)."""
+        names = [n for n in self._names() if not n.startswith("__MACOSX/")]
+        if any(PurePosixPath(n).suffix.lower() in (".csv", ".tsv") for n in names):
+            return Counter()
+        return +Counter(_name_problem(n) for n in names if _name_problem(n) is not None)
 
     def _layout(self) -> tuple[str, list[Item]]:
         """(prefix, items): the prefix is stripped from member names to form item ids."""
@@ -384,11 +470,13 @@ class ArchiveSource:
     def payloads(self, items: Sequence[Item]) -> Iterator[Payload]:
         prefix = self._layout()[0]
         wanted = [_normalise_member(prefix + i.id) for i in items]
+        cap = max_member_bytes()
         if self.is_zip:
             members = self._members()
             with zipfile.ZipFile(self.path) as zf:
                 for name in wanted:
-                    yield zf.read(members[name])
+                    with zf.open(members[name]) as f:
+                        yield _read_capped(f, zf.getinfo(members[name]).file_size, cap)
             return
         position = 0
         with tarfile.open(self.path, mode="r|*") as tf:  # stream: one pass even when compressed
@@ -396,7 +484,7 @@ class ArchiveSource:
                 if position < len(wanted) and _normalise_member(member.name) == wanted[position]:
                     f = tf.extractfile(member)
                     assert f is not None
-                    data = f.read()
+                    data = _read_capped(f, member.size, cap)
                     while position < len(wanted) and wanted[position] == _normalise_member(member.name):
                         yield data  # a list may name one member twice: its copies are adjacent
                         position += 1
@@ -471,6 +559,11 @@ class PairedSource:
                 rel = f.relative_to(self.path).as_posix()
                 items.append(Item(id=rel, label=folder, group=f.stem))
         return items
+
+    def left_out(self) -> Counter[str]:
+        """Files in the two pair folders that are not images, by reason."""
+        names = [f.name for d in (self.a_dir, self.b_dir) for f in (self.root / d).iterdir() if f.is_file()]
+        return +Counter(_name_problem(n) for n in names if _name_problem(n) is not None)
 
     def unpaired(self) -> list[str]:
         """Stems present in only one of the two folders."""
@@ -732,7 +825,7 @@ def open_source(
     *,
     kind: str = "auto",
     class_map: str | Path | None = None,
-    pair_dirs: tuple[str, str] = ("face", "comics"),
+    pair_dirs: tuple[str, str] = DEFAULT_PAIR_DIRS,
     root: str | Path | None = None,
 ) -> Source:
     """Opens a dataset, detecting its layout unless ``kind`` names it.
@@ -741,7 +834,8 @@ def open_source(
         path: a folder, a CSV/TSV list, a zip/tar archive, an IDX folder or CIFAR batches.
         kind: auto, folder, csv, archive, paired, idx or cifar.
         class_map: optional file mapping folder names to class names (Imagenette ids).
-        pair_dirs: the two folder names of the paired layout.
+        pair_dirs: the two folder names of the paired layout; names other than the default must
+            exist (a typo would otherwise silently read the folder as unpaired classes).
         root: base folder for relative paths of a CSV list (default: the list's folder).
     """
     p = Path(path)
@@ -750,6 +844,11 @@ def open_source(
     mapping = load_class_map(class_map) if class_map else None
     if kind == "auto":
         kind = detect_kind(p, pair_dirs)
+        if tuple(pair_dirs) != DEFAULT_PAIR_DIRS and kind != "paired":
+            raise UserError(
+                f"--pair-dirs {','.join(pair_dirs)}: {p} holds no '{pair_dirs[0]}/' and '{pair_dirs[1]}/' folders side by side "
+                "(checked 3 levels down); name two folders that exist, or drop --pair-dirs"
+            )
     if kind == "folder":
         return FolderSource.open(p, mapping)
     if kind == "csv":

@@ -65,7 +65,26 @@ def split_by_group(
         for i in _carve(pool, labels, units, share, rng):
             splits[i] = name
     splits = [s or "train" for s in splits]
+    notes += _missing_class_warnings(labels, splits, carved=[s for s in ("val", "test") if s in splits])
     return [str(s) for s in splits], notes
+
+
+def _missing_class_warnings(labels: Sequence[str], splits: Sequence[str], carved: Sequence[str]) -> list[str]:
+    """A class too small to reach every carved split (one image, say) is never scored there: say so."""
+    present: dict[str, set[str]] = defaultdict(set)
+    totals: dict[str, int] = defaultdict(int)
+    for label, split in zip(labels, splits):
+        present[label].add(str(split))
+        totals[label] += 1
+    warnings = []
+    for label in sorted(present):
+        absent = [s for s in carved if s not in present[label]]
+        if absent:
+            warnings.append(
+                f"WARNING: class {label!r} has {totals[label]} image(s) and none in {' or '.join(absent)}: "
+                f"{' and '.join(absent)} accuracy never scores it; add images of it (or merge or drop the class)"
+            )
+    return warnings
 
 
 def _units(groups: Sequence[str | None], by_group: bool) -> list[str]:

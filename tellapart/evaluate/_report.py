@@ -56,6 +56,9 @@ class ReportInputs:
     leaderboard: Sequence[Mapping[str, Any]] = ()
     # Problems the reader must see, e.g. near-duplicates between train and test.
     warnings: Sequence[str] = ()
+    # Duplicate pairs linking the evaluated split to another, shown side by side: dicts with
+    # a, a_split, b, b_split, kind, optional similarity, and a_image/b_image (PNG bytes).
+    duplicate_pairs: Sequence[Mapping[str, Any]] = ()
     # Extra key/value lines in the summary, e.g. {"split": "test", "test reads": "1"}.
     notes: Mapping[str, str] = field(default_factory=dict)
     # (title, trusted HTML body) sections appended before the config, e.g. tuning plots.
@@ -78,7 +81,7 @@ def render_report(inputs: ReportInputs) -> str:
     """Render the report as one HTML document.
 
     Sections (each ``<section id=...>`` with an ``<h2>``), in order: ``leaderboard`` (if
-    rows), ``warnings`` (if any), ``summary``, ``learning-curves`` (if history),
+    rows), ``warnings`` (if any), ``duplicates`` (if pairs), ``summary``, ``learning-curves`` (if history),
     ``confusion-matrix``, ``per-class``, ``calibration``, ``mistakes``, the extra sections
     (ids ``extra-<slug>``), ``config``, ``environment``.
 
@@ -91,6 +94,7 @@ def render_report(inputs: ReportInputs) -> str:
     sections = [
         ("leaderboard", "Leaderboard", _leaderboard_body(inputs.leaderboard)),
         ("warnings", "Warnings", _warnings_body(inputs.warnings)),
+        ("duplicates", "Duplicates across splits", _duplicates_body(inputs.duplicate_pairs)),
         ("summary", "Summary", _summary_body(inputs.metrics, inputs.notes)),
         ("learning-curves", "Learning curves", _learning_curves_body(inputs.history)),
         ("confusion-matrix", "Confusion matrix", _confusion_body(inputs.metrics)),
@@ -319,6 +323,28 @@ def _warnings_body(warnings: Sequence[str]) -> str | None:
         return None
     items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
     return f'<div class="warning-box"><ul>{items}</ul></div>'
+
+
+def _duplicates_body(pairs: Sequence[Mapping[str, Any]]) -> str | None:
+    if not pairs:
+        return None
+
+    def image(data: Any, alt: str) -> str:
+        uri = _data_uri(data) if isinstance(data, bytes) else None
+        return f'<img src="{uri}" alt="{_e(alt)}" width="96">' if uri else _e(alt)
+
+    rows = []
+    for p in pairs:
+        score = f", similarity {p['similarity']:.3f}" if _is_number(p.get("similarity")) else ""
+        rows.append(
+            f"<tr><td>{image(p.get('a_image'), p['a'])}<br>{_e(p['a'])} [{_e(p['a_split'])}]</td>"
+            f"<td>{image(p.get('b_image'), p['b'])}<br>{_e(p['b'])} [{_e(p['b_split'])}]</td>"
+            f"<td>{_e(p['kind'])}{_e(score)}</td></tr>"
+        )
+    return (
+        "<p>The first listed pairs (the warnings give the exact counts); look at them before trusting the accuracy.</p>"
+        f'<table class="duplicates"><thead><tr><th>image</th><th>duplicate</th><th>kind</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def _card(label: str, value: str, detail: str = "", extra_class: str = "") -> str:

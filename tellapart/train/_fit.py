@@ -37,7 +37,7 @@ from tellapart._files import atomic_write
 from tellapart.data import Cache, PartShare, ShardSet, epoch_order, is_shard_set
 from tellapart.models import Classifier, create_model
 
-from ._checkpoint import read_checkpoint, save_checkpoint
+from ._checkpoint import fault_point, read_checkpoint, save_checkpoint
 from ._config import TrainConfig, config_from_dict, config_to_dict, yaml_load
 from ._device import Runtime, environment_ledger, mostly_grouped_convs, resolve_runtime
 from ._distributed import (
@@ -224,9 +224,8 @@ def train(
         if not (out / "config.yaml").is_file():
             raise UserError(f"nothing to resume in {out}: no checkpoints/last.pt (start it without --resume)")
         # Stopped before its first checkpoint: nothing was kept, so resuming means starting over.
+        cfg = _started_config(out / "config.yaml")
         _log(progress, f"{out} stopped before its first checkpoint; starting it over")
-        started = yaml_load((out / "config.yaml").read_text()) or {}
-        cfg = config_from_dict({k: v for k, v in started.items() if k != "cache"}, str(out / "config.yaml"))
         _remove_started_files(out)
         resume = False
     if resume:
@@ -293,17 +292,20 @@ def train(
         for key in ("epoch", "batch", "step", "partial", "history", "best_value", "best_epoch", "wall_time"):
             setattr(state, key, saved["state"][key])
         _log(progress, f"resuming {out} at epoch {state.epoch + 1}, batch {state.batch} of {steps_per_epoch}")
+        if ctx.is_main:  # a kill after last.pt but before metrics.csv: the checkpoint's history is the record
+            _write_csv(out / "metrics.csv", state.history)
     elif ctx.is_main:
         if init_state_dict is not None:
             model.load_state_dict(init_state_dict)
-        (out / "config.yaml").write_text(yaml.safe_dump({**config_dict, "cache": str(data_path)}, sort_keys=False))
+        atomic_write(out / "config.yaml", yaml.safe_dump({**config_dict, "cache": str(data_path)}, sort_keys=False))
         ledger = environment_ledger(
             runtime, seed=cfg.seed, cache=str(data_path), cache_fingerprint=fingerprint,
             train_images=int(len(train_rows)), val_images=int(len(val_rows)), train_splits=list(train_splits),
             lr=rank_cfg.optim.lr, distributed=_distributed_ledger(cfg, rank_cfg, ctx),
             compiled=cfg.compile,
         )
-        (out / "environment.json").write_text(json.dumps(ledger, indent=2))
+        atomic_write(out / "environment.json", json.dumps(ledger, indent=2))
+        fault_point("after_config")
 
     def payload(with_optimizer: bool) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -331,6 +333,8 @@ def train(
             save_checkpoint(last_path, payload(with_optimizer=True))
 
     writer = _tensorboard(out, state.epoch) if tensorboard and ctx.is_main else None
+    if writer is not None and state.history:
+        _log_tensorboard(writer, state.history[-1])  # purged and logged again: it may not have been logged before the kill
     metric = cfg.early_stopping.metric
     stale = 0 if not state.history else state.epoch - state.best_epoch
     patience = cfg.early_stopping.patience
@@ -369,6 +373,7 @@ def train(
             checkpoint(state)
             if ctx.is_main:
                 _write_csv(out / "metrics.csv", state.history)
+                fault_point("after_metrics")
             if writer is not None:
                 _log_tensorboard(writer, row)
             _log(progress, _format_row(row, cfg.epochs))
@@ -418,10 +423,44 @@ def train(
 
 
 def _remove_started_files(out: Path) -> None:
-    """Removes what a run writes before its first checkpoint, so its folder can start over."""
-    for name in ("config.yaml", "environment.json", "metrics.csv"):
+    """Removes what a run writes before its first ``last.pt``, so its folder can start over.
+
+    That is the config, ledger, curves and a first ``best.pt`` (written just before the first
+    ``last.pt``), plus temporary files of interrupted writes; nothing else in the folder is touched.
+    """
+    for name in ("config.yaml", "environment.json", "metrics.csv", "summary.json"):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / "tb", ignore_errors=True)
+    ckpt = out / "checkpoints"
+    if ckpt.is_dir():
+        (ckpt / "best.pt").unlink(missing_ok=True)
+        for tmp in ckpt.glob(".*.pt.tmp-*"):
+            tmp.unlink(missing_ok=True)
+        if not any(ckpt.iterdir()):
+            ckpt.rmdir()
+    for tmp in out.glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _started_config(path: Path) -> TrainConfig:
+    """The config a run started with, from its ``config.yaml``; a truncated or edited file is an error naming it.
+
+    ``train`` writes every key of the resolved config and then ``cache`` (atomically), so a file
+    missing any of them was not written whole by it: starting over with defaults would silently
+    train something else.
+    """
+    try:
+        started = yaml_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid YAML ({type(exc).__name__}); restore it, or start the run in a new --out") from None
+    expected = set(config_to_dict(TrainConfig())) | {"cache"}
+    missing = sorted(expected - set(started)) if isinstance(started, dict) else sorted(expected)
+    if missing:
+        raise UserError(
+            f"{path} is incomplete (missing {', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}): "
+            "it was truncated or edited; restore it, or start the run in a new --out"
+        )
+    return config_from_dict({k: v for k, v in started.items() if k != "cache"}, str(path))
 
 
 def _compile(model: torch.nn.Module) -> None:
@@ -505,8 +544,23 @@ def _streams(cache: Cache, cfg: TrainConfig) -> bool:
 def _tensorboard(out: Path, resume_epoch: int):  # type: ignore[no-untyped-def]
     from torch.utils.tensorboard import SummaryWriter
 
-    # purge_step drops events a killed run logged after its last checkpoint, so curves never double up
-    return SummaryWriter(log_dir=str(out / "tb"), purge_step=resume_epoch + 1 if resume_epoch else None)
+    # purge_step drops events a killed run logged from its last checkpoint's epoch on, so curves never
+    # double up; that epoch's row is logged again (a kill just after last.pt never logged it)
+    if resume_epoch:
+        _after_existing_event_files(out / "tb")
+    return SummaryWriter(log_dir=str(out / "tb"), purge_step=resume_epoch if resume_epoch else None)
+
+
+def _after_existing_event_files(tb: Path) -> None:
+    """Waits (at most a second) until a new event file's name sorts after every existing one.
+
+    TensorBoard reads a folder's event files in name order, and a name starts with the creation
+    time in whole seconds: a resume in the same second as the kill could otherwise sort first, and
+    its purge would then drop nothing while the old file's last epoch came after it.
+    """
+    stamps = [int(p.name.split(".")[3]) for p in tb.glob("events.out.tfevents.*") if p.name.split(".")[3].isdigit()]
+    while stamps and time.time() < max(stamps) + 1:
+        time.sleep(0.05)
 
 
 def _log_tensorboard(writer: Any, row: dict[str, Any]) -> None:

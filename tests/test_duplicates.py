@@ -1,0 +1,124 @@
+"""Near duplicates: planted true pairs are found, look-alikes that collide on the hash are not, counts are exact."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tellapart.data import PrepareConfig, Preprocess, check_source, open_source, prepare
+from tellapart.data._dedup import DuplicateCounts, candidate_pairs, cross_pairs, phashes, thumbnails
+from tellapart.data._scan import find_duplicates
+
+
+def _digit(rng: np.random.Generator, size: int = 28) -> np.ndarray:
+    """A smooth random blob on black: distinct per draw, digit-sized."""
+    coarse = rng.integers(0, 256, (5, 5)).astype(np.uint8)
+    img = np.asarray(Image.fromarray(coarse).resize((size - 8, size - 8), Image.Resampling.BICUBIC))
+    out = np.zeros((size, size), np.uint8)
+    out[4:-4, 4:-4] = img
+    return out
+
+
+def _jpeg(a: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf))
+
+
+def test_candidates_are_every_pair_within_the_radius() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 2**63, 400, dtype=np.int64).astype(np.uint64)
+    values[200:260] = values[:60] ^ np.uint64(0b10110)  # 3 bits apart
+    i, j, d = candidate_pairs(values, 4)
+    brute = {(a, b) for a in range(400) for b in range(a + 1, 400) if bin(int(values[a] ^ values[b])).count("1") <= 4}
+    assert set(zip(i.tolist(), j.tolist())) == brute and len(brute) >= 60 and (d <= 4).all()
+
+
+def test_planted_true_pairs_are_found_and_hash_collisions_are_not() -> None:
+    rng = np.random.default_rng(1)
+    base = [_digit(rng) for _ in range(6)]
+    true = [
+        _jpeg(base[0], 70),
+        np.roll(base[1], 1, axis=1),  # shifted a pixel
+        np.clip(base[2].astype(int) * 1.1 + 10, 0, 255).astype(np.uint8),  # brighter
+    ]
+    # false: a look-alike that collides on the hash (same silhouette, other detail)
+    lookalike = np.clip(base[3].astype(int) + rng.integers(-60, 60, base[3].shape) * (base[3] > 0), 0, 255).astype(np.uint8)
+    images = np.stack([*base, *true, lookalike])
+    thumbs = np.stack([np.asarray(Image.fromarray(a).resize((32, 32), Image.Resampling.BILINEAR)) for a in images])
+    ph = phashes(thumbs)
+    assert bin(int(ph[3] ^ ph[9])).count("1") <= 8  # the look-alike is a hash candidate at radius 8
+    dups = find_duplicates([str(k) for k in range(len(images))], thumbs, [True] * len(images), sides=[28] * len(images), threshold=8)
+    assert {(a, b) for a, b, *_ in dups.near} == {(0, 6), (1, 7), (2, 8)}
+
+
+def test_cross_pairs_are_every_query_within_the_radius() -> None:
+    rng = np.random.default_rng(4)
+    db = rng.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64)
+    queries = np.r_[db[:40] ^ np.uint64(0b1011), rng.integers(0, 2**63, 60, dtype=np.int64).astype(np.uint64)]
+    q, d, dist = cross_pairs(queries, db, 4)
+    brute = {(a, b) for a in range(100) for b in range(300) if bin(int(queries[a] ^ db[b])).count("1") <= 4}
+    assert set(zip(q.tolist(), d.tolist())) == brute and len(brute) >= 40 and (dist <= 4).all()
+
+
+def test_candidates_per_image_are_bounded_on_dense_data() -> None:
+    # 400 look-alikes: every pair is within the hash radius, so all-pairs would compare 79,800
+    rng = np.random.default_rng(5)
+    base = _digit(rng, 32)
+    images = np.clip(base[None].astype(int) + rng.integers(-3, 4, (400, 32, 32)), 0, 255).astype(np.uint8)
+    dups = find_duplicates([str(k) for k in range(400)], images, [True] * 400, sides=[32] * 400, per_image=5)
+    assert 0 < dups.candidates <= 5 * 400
+
+
+def test_tiny_images_moved_by_one_pixel_are_found() -> None:
+    from sklearn.datasets import load_digits
+
+    digits = (load_digits().images[:200] * (255 / 16)).round().astype(np.uint8)  # 8 px: a pixel moves the hash ~30 bits
+    moved = [np.roll(digits[k], (k % 2, 1), axis=(0, 1)) for k in range(20)]  # right, or right and down
+    images = np.concatenate([digits, np.stack(moved)])
+    dups = find_duplicates([str(k) for k in range(len(images))], thumbnails(images), [True] * len(images), sides=[8] * len(images))
+    found = {(a, b) for a, b, *_ in dups.near}
+    assert len(found & {(k, 200 + k) for k in range(20)}) >= 12 and found <= {(k, 200 + k) for k in range(20)}  # 8 without the shifted hashes
+
+
+def _write(folder: Path, name: str, pixels: np.ndarray) -> None:
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(folder / name)
+
+
+def test_counts_are_exact_beyond_a_thousand_and_only_real_leakage_warns(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    root = tmp_path / "ds"
+    for k in range(1100):  # 1,100 train images, each copied (shifted by a pixel) into test: real leakage
+        img = _digit(rng, 16)
+        _write(root, f"train/c{k % 2}/{k:04d}.png", img)
+        _write(root, f"test/c{k % 2}/{k:04d}.png", np.roll(img, 1, axis=0))
+    report = check_source(open_source(root), workers=1, progress=False)
+    assert report.cross_split_counts["near"] == {"test~train": 1100}
+    assert len(report.near_duplicates) == 1100 and any("1100 duplicate pair(s)" in w for w in report.warnings)
+
+    cache = prepare(open_source(root), tmp_path / "cache", PrepareConfig(preprocess=Preprocess(size=16, grayscale=True), workers=1), progress=False)
+    dup = cache.manifest["duplicates"]
+    assert dup["near_pairs_count"] == 1100 and sum(dup["by_split_pair"]["near"].values()) == 1100  # test~train and test~val
+    assert len(dup["cross_split_near"]) == 1000  # listed examples capped, counts not
+    assert cache.duplicates.crossing("near", "test") == 1100
+    assert "0 exact and 1100 near" in cache.summary() and "test~train" in cache.summary()
+
+
+def test_distinct_images_give_no_warning(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    root = tmp_path / "ds"
+    for k in range(300):
+        _write(root, f"{'test' if k % 5 == 0 else 'train'}/c{k % 3}/{k:04d}.png", _digit(rng, 16))
+    report = check_source(open_source(root), workers=1, progress=False)
+    assert report.near_duplicates == [] and report.warnings == []
+
+
+def test_old_manifests_read_as_not_computed() -> None:
+    old = {"exact_groups_count": 1, "cross_split_exact": [{"a": "x", "a_split": "train", "b": "y", "b_split": "test"}],
+           "cross_split_near": [{"a": "p", "a_split": "train", "b": "q", "b_split": "test", "distance": 3}]}  # fmt: skip
+    counts = DuplicateCounts.from_manifest(old)
+    assert counts.near_pairs is None and counts.crossing("exact", "test") == 1 and counts.crossing("near") == 0
