@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +17,12 @@ from tellapart._errors import UserError
 __all__ = ["main", "build_parser"]
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: What predict and serve accept as "a model" (see tellapart.predict.resolve_run).
+_MODEL_HELP = "a run folder, checkpoint file, export folder, or a ladder, study, recipe or chosen folder (its chosen run)"
+
+#: Largest --size prepare accepts: a 4096 px RGB row is 50 MB; larger ones exhaust memory before they help.
+MAX_SIZE = 4096
 
 
 # --------------------------------------------------------------------------- data
@@ -35,12 +42,25 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--root", type=Path, help="base folder of a CSV list's relative paths (default: the list's folder)")
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default: every core)")
+    p.add_argument(
+        "--max-pixels", type=int, metavar="N",
+        help="refuse images with more pixels as decompression bombs (default: 100,000,000, or $TELLAPART_MAX_PIXELS); "
+        "each decoding worker needs about 5 bytes per pixel",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _open_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from tellapart.data import open_source
+    from tellapart.data._decode import MAX_PIXELS_ENV
 
+    workers, limit = getattr(args, "workers", 0), getattr(args, "max_pixels", None)
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be 0 (every core) or more, got {workers}")
+    if limit is not None:
+        if limit < 1:
+            raise UserError(f"--max-pixels must be a positive number of pixels, got {limit}")
+        os.environ[MAX_PIXELS_ENV] = str(limit)  # decoding workers (started later) inherit it
     dirs = tuple(s.strip() for s in args.pair_dirs.split(","))
     if len(dirs) != 2 or not all(dirs):
         raise UserError(f"--pair-dirs takes two folder names separated by a comma, got {args.pair_dirs!r}")
@@ -67,14 +87,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from tellapart.data import PrepareConfig, Preprocess, SplitConfig, prepare
 
+    if args.size > MAX_SIZE:
+        raise UserError(f"--size {args.size} is over the largest supported side, {MAX_SIZE} pixels; choose a smaller --size")
     try:
         pre = Preprocess(size=args.size, grayscale=args.grayscale, fit=args.fit)
     except ValueError as exc:
         raise UserError(f"--size/--fit: {exc}") from None
     split = SplitConfig(test=args.test, val=args.val, seed=args.seed, by_group=not args.no_group_split)
-    cfg = PrepareConfig(preprocess=pre, split=split, strict=args.strict, near_threshold=args.near_threshold, workers=args.workers)
+    if args.near_threshold < 0 or args.near_threshold > 64:
+        raise UserError(f"--near-threshold must be 0-64 (bits of a 64-bit hash), got {args.near_threshold}")
+    cfg = PrepareConfig(
+        preprocess=pre, split=split, strict=args.strict, near_threshold=args.near_threshold, workers=args.workers,
+        max_pixels=args.max_pixels,
+    )
     cache = prepare(_open_source(args), args.out, cfg, progress=not args.quiet, force=args.force)
     print(cache.path)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from tellapart.data import verify_cache
+
+    print(verify_cache(args.cache))
     return 0
 
 
@@ -143,7 +177,11 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         base = {**base, "epochs": args.epochs}
     load_config(None, args.set or [], base=base)  # fail fast on a bad --set
-    rows = run_ladder(args.cache, args.out, rungs=rungs, base=base, overrides=args.set or [], seeds=args.seeds, progress=not args.quiet)
+    baselines = () if args.baselines == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+    rows = run_ladder(
+        args.cache, args.out, rungs=rungs, base=base, overrides=args.set or [], seeds=args.seeds, baselines=baselines,
+        progress=not args.quiet,
+    )
     _print_leaderboard(rows)
     print(f"leaderboard: {Path(args.out) / 'leaderboard.csv'}")
     return 0
@@ -172,7 +210,8 @@ def _print_leaderboard(rows: list) -> None:  # type: ignore[type-arg]
         if r.get("val_acc_std") is not None:
             acc += f"±{r['val_acc_std']:.4f}"
         loss = "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
-        print(f"{r['rank']:>4}  {r['rung']:18s} {r['model']:16s} {r['params']:>10,d} {acc:>8s} {loss:>9s} {r['images_per_s']:>8.0f}")
+        speed = "-" if r.get("images_per_s") is None else f"{r['images_per_s']:.0f}"
+        print(f"{r['rank']:>4}  {r['rung']:18s} {r['model']:16s} {r['params'] or 0:>10,d} {acc:>8s} {loss:>9s} {speed:>8s}")
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -209,20 +248,56 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from tellapart.autofit import FitConfig, fit, parse_budget
+
+    def names(text: str | None) -> tuple[str, ...] | None:
+        return None if text is None else tuple(s.strip() for s in text.split(",") if s.strip())
+
+    grey = {"auto": None, "yes": True, "no": False}[args.grayscale]
+    cfg = FitConfig(
+        budget_s=parse_budget(args.budget), preset=args.preset, size=args.size, grayscale=grey, class_weights=args.class_weights,
+        architectures=names(args.architectures), augment=names(args.augment),
+        baselines=() if args.baselines == "none" else names(args.baselines) or (), pretrained=args.pretrained,
+        export=not args.no_export, seed=args.seed,
+        workers=args.workers, device=args.device,
+    )
+    result = fit(_open_source(args), args.out, cfg, progress=not args.quiet)
+    _print_leaderboard(result.leaderboard)
+    test = result.test
+    lo, hi = test["accuracy_ci"]
+    print(f"chosen on validation: {result.chosen['rung']} (val {result.chosen['val_acc']:.4f})")
+    print(f"tested once: accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={test['n']})")
+    for c in test.get("comparisons", []):
+        print(f"  vs {c['other']}: {100 * c['difference']:+.2f} pp, {c['verdict']}")
+    spent = result.plan.get("spent_s", 0.0)
+    print(f"budget: {spent / 60:.1f} of {cfg.budget_s / 60:.1f} min spent; plan: {result.out / 'plan.json'}")
+    print(f"report: {Path(test['report']).resolve()}")
+    print(f"model: {result.out / result.chosen['run']} (predict, export, evaluate and serve accept {result.out})")
+    return 0
+
+
 # --------------------------------------------------------------------------- evaluation and use
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tellapart.evaluate import evaluate_run
-    from tellapart.train import rung_run
+    from tellapart.train import first_network, rung_run
 
     run = args.run
     leaderboard = None
-    if (run / "leaderboard.json").is_file():  # a ladder folder: evaluate its best rung, leaderboard on top
+    if (run / "chosen.json").is_file():  # a fit folder: its chosen run (fit itself has read the test split once)
+        chosen = json.loads((run / "chosen.json").read_text())
+        print(f"note: {run} chose {chosen['run']}; evaluating it (fit's own test read is {run / 'metrics.json'})", file=sys.stderr)
+        metrics = evaluate_run(run / chosen["run"], split=args.split, cache=args.cache)
+    elif (run / "leaderboard.json").is_file():  # a ladder folder: evaluate its best rung, leaderboard on top
         leaderboard = json.loads((run / "leaderboard.json").read_text())
         if not leaderboard:
             raise UserError(f"{run / 'leaderboard.json'} lists no runs; finish the ladder first")
-        target = rung_run(run, leaderboard[0])
+        best = first_network(leaderboard)
+        if best is not leaderboard[0]:
+            print(f"note: {leaderboard[0]['rung']} (classical) ranks first on validation; testing the best network, {best['rung']}", file=sys.stderr)
+        target = rung_run(run, best)
         metrics = evaluate_run(target, split=args.split, cache=args.cache, leaderboard=leaderboard, report_dir=run)
     else:
         metrics = evaluate_run(run, split=args.split, cache=args.cache)
@@ -238,7 +313,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tellapart.predict import expand_paths, load, write_predictions
 
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     predictor = load(args.run)
+    print(f"model: {predictor.note}", file=sys.stderr)
     paths = expand_paths(args.paths)
     if not paths:
         raise UserError("no image files found in the given paths")
@@ -253,26 +331,60 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{r.path}\t{r.label}\t{r.confidence:.4f}")
     if failures:
         print(f"{len(failures)} file(s) skipped as unreadable", file=sys.stderr)
-    return 0 if results else 1
+    return 1 if failures else 0  # any skipped file: exit 1 (the readable ones are still predicted)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from tellapart.export import export_onnx
+    from tellapart.export import export_onnx, export_safetensors
+    from tellapart.predict import resolve_run
 
-    result = export_onnx(args.run, args.out, samples=args.samples)
+    run, note = resolve_run(args.run)
+    print(f"model: {note}", file=sys.stderr)
+    if args.format == "safetensors":
+        files = export_safetensors(run, args.out)
+        print(f"wrote {files.weights} and {files.config} ({files.layout} parameter names)")
+        return 0
+    result = export_onnx(run, args.out, samples=args.samples, inputs=args.input)
     verdict = "ok" if result.ok else "FAILED"
     print(f"wrote {result.path}")
-    print(f"parity onnxruntime vs PyTorch on {result.samples} inputs: max |diff| {result.max_abs_diff:.2e} (tolerance {result.tolerance:.0e}) {verdict}")
+    print(
+        f"parity onnxruntime vs PyTorch on {result.parity_images}: max |diff| {result.max_abs_diff:.2e} "
+        f"(tolerance {result.tolerance:.0e}) {verdict}"
+    )
     return 0 if result.ok else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tellapart.serve import require_serve_extra, serve
+
+    require_serve_extra()
+    from tellapart.serve import ServeConfig
+
+    try:
+        config = ServeConfig(
+            max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_images=args.max_images,
+            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_megapixels * 1_000_000),
+            body_timeout_s=args.body_timeout_s,
+        )
+    except ValueError as exc:
+        raise UserError(f"serve options: {exc}") from None
+    serve(args.run, host=args.host, port=args.port, config=config, log_level="warning" if args.quiet else "info")
+    print("server stopped", file=sys.stderr)
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tellapart._demo import run_demo
+    from tellapart.autofit import parse_budget
 
-    metrics = run_demo(args.out, pairs=args.pairs, epochs=args.epochs, progress=not args.quiet)
-    lo, hi = metrics["accuracy_ci"]
-    print(f"best model on validation, tested once: accuracy {metrics['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={metrics['n']})")
-    print(f"report: {Path(metrics['report']).resolve()}")
+    result = run_demo(args.out, pairs=args.pairs, budget_s=parse_budget(args.budget), progress=not args.quiet)
+    _print_leaderboard(result.leaderboard)
+    test = result.test
+    lo, hi = test["accuracy_ci"]
+    print(f"best network on validation, {result.chosen['rung']}, tested once: accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={test['n']})")
+    for c in test.get("comparisons", []):
+        print(f"  vs {c['other']}: {100 * c['difference']:+.2f} pp, {c['verdict']}")
+    print(f"report: {Path(test['report']).resolve()}")
     return 0
 
 
@@ -347,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_cmds.add_parser("check", help="report counts, sizes, unreadable files, duplicates and leakage")
     _add_source_options(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--near-threshold", type=int, default=4, help="perceptual-hash bits that may differ for near duplicates")
+    p.add_argument(
+        "--near-threshold", type=int, default=4,
+        help="perceptual-hash bits two images may differ by to be compared on the pixels as near duplicates"
+        " (default 4, as the library; higher finds more shifted and cropped copies, but is slower on large sets)",
+    )
     p.set_defaults(handler=_cmd_check)
 
     p = data_cmds.add_parser("prepare", help="decode once into a split, memory-mapped cache")
@@ -363,9 +479,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-group-split", action="store_true", help="let items of one group (pairs) straddle splits: inflates test scores"
     )
     p.add_argument("--strict", action="store_true", help="fail on the first unreadable file instead of skipping it")
-    p.add_argument("--near-threshold", type=int, default=4, help="perceptual-hash bits that may differ for near duplicates")
+    p.add_argument(
+        "--near-threshold", type=int, default=4,
+        help="perceptual-hash bits two images may differ by to be compared on the pixels as near duplicates"
+        " (default 4, as the library; higher finds more shifted and cropped copies, but is slower on large sets)",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date cache exists")
     p.set_defaults(handler=_cmd_prepare)
+
+    p = data_cmds.add_parser(
+        "verify", help="check a cache's pixels against the checksum in its manifest (reads the whole pixel file)"
+    )
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.set_defaults(handler=_cmd_verify)
 
     p = data_cmds.add_parser(
         "shard",
@@ -381,6 +507,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the shuffle that deals train images to parts (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=_cmd_shard)
+
+    p = commands.add_parser(
+        "fit",
+        help="the best model a time budget allows: profile, prepare, baselines, search, test once, report, export",
+        description="One command from labelled images to a tested model. Within --budget (preparation included) it "
+        "profiles the data (image size, colour, class balance), prepares a cache, fits classical baselines, runs "
+        "successive halving over CNNs x augmentation policies (chosen on validation, never assumed), tests the model "
+        "best on validation once on the test split, writes report.html and exports model.onnx. Re-running the same "
+        "command resumes it. Every decision and the time each step took are in OUT/plan.json.",
+    )
+    _add_source_options(p)
+    p.add_argument("--out", type=Path, required=True, help="fit folder (re-running the same command resumes it)")
+    p.add_argument("--budget", default="10m", help="wall-clock budget for everything: 90s, 10m, 1h30m (default: 10m)")
+    p.add_argument("--preset", default="balanced", choices=("fast", "balanced", "best"),
+                   help="fast: one CNN, two augmentations; balanced (default): two CNNs x four augmentations; best: larger images")
+    p.add_argument("--size", type=int, help="cache side in px (default: the images' median short side, capped by the preset; never upscaled)")
+    p.add_argument("--grayscale", default="auto", choices=("auto", "yes", "no"), help="auto (default): grey when every sampled image is grey")
+    p.add_argument("--class-weights", default="auto", choices=("auto", "none", "balanced"), help="auto (default): balanced when classes differ more than 3x")
+    p.add_argument("--augment", metavar="P,Q", help="augmentation policies to search: none, flip_shift, shift_rotate_scale, trivial (default: the preset's)")
+    p.add_argument("--architectures", metavar="A,B", help="CNNs to search: cnn_s, cnn_m (default: the preset's)")
+    p.add_argument("--baselines", default="logreg,svm_pixels,hog_svm", metavar="A,B", help="classical baselines, or none (default: logreg,svm_pixels,hog_svm)")
+    p.add_argument("--pretrained", default="auto", choices=("auto", "on", "off"),
+                   help="the ImageNet backbone (frozen, cached features) as a candidate; auto (default): in the balanced "
+                   "and best presets, when its weights are installed and its features fit the budget")
+    p.add_argument("--no-export", action="store_true", help="do not write model.onnx")
+    p.add_argument("--seed", type=int, default=0, help="split and training seed (default: 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.set_defaults(handler=_cmd_fit)
 
     p = commands.add_parser("models", help="list registered models and their options")
     p.add_argument("pattern", nargs="?", default="*", help="glob over names (default: *)")
@@ -428,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key for every rung (repeatable)")
     p.add_argument("--epochs", type=int, help="epochs for every rung")
     p.add_argument("--seeds", type=int, default=1, help="repeat each rung with N seeds; mean ± std (default: 1)")
+    p.add_argument("--baselines", default="logreg,svm_pixels,hog_svm", metavar="A,B",
+                   help="classical baselines fitted on the same split first, or none (default: logreg,svm_pixels,hog_svm)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_ladder)
 
@@ -437,26 +593,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, help="cache to read (default: the one the run trained on)")
     p.set_defaults(handler=_cmd_evaluate)
 
-    p = commands.add_parser("predict", help="predict classes of image files with a run's best model")
-    p.add_argument("run", type=Path, help="a run folder (or a checkpoint file)")
+    p = commands.add_parser(
+        "predict", help="predict classes of image files with a run's best model",
+        description="Exit status: 0 when every file was predicted, 1 when any file was skipped as unreadable "
+        "(the others are still predicted), 2 on a usage error.",
+    )
+    p.add_argument("run", type=Path, help=_MODEL_HELP)
     p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--output", "-o", type=Path, help="write predictions to a .csv or .json file")
     p.add_argument("--print", action="store_true", help="also print predictions when --output is given")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass, at least 1 (default: 64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_predict)
 
-    p = commands.add_parser("export", help="export a run's best model to ONNX and check output parity")
-    p.add_argument("run", type=Path, help="a run folder (or a checkpoint file)")
-    p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (default: onnx)")
-    p.add_argument("--out", type=Path, help="output file (default: RUN/model.onnx)")
-    p.add_argument("--samples", type=int, default=16, help="random inputs for the parity check (default: 16)")
+    p = commands.add_parser("export", help="export a run's best model: ONNX (parity checked) or safetensors + config.json")
+    p.add_argument("run", type=Path, help="a run folder, checkpoint file, or a ladder, study, recipe or chosen folder (its chosen run)")
+    p.add_argument(
+        "--format", default="onnx", choices=("onnx", "safetensors"),
+        help="onnx: model.onnx; safetensors: model.safetensors + config.json, loadable without unpickling (default: onnx)",
+    )
+    p.add_argument("--out", type=Path, help="output file (onnx; default RUN/model.onnx) or folder (safetensors; default RUN/export)")
+    p.add_argument(
+        "--input", default="raw", choices=("raw", "normalized"),
+        help="onnx input: raw = uint8 NHWC pixels at the cache size, normalised inside the graph; normalized = float NCHW (default: raw)",
+    )
+    p.add_argument("--samples", type=int, default=16, help="images in the onnx parity check: the run's cache's, else random (default: 16)")
     p.set_defaults(handler=_cmd_export)
 
-    p = commands.add_parser("demo", help="the main job on built-in data: synth -> prepare -> ladder -> evaluate -> report")
+    p = commands.add_parser("serve", help="serve a model over HTTP: POST /predict, GET /health, /metadata, and a page at /")
+    p.add_argument("run", type=Path, help=_MODEL_HELP)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    p.add_argument("--max-batch", type=int, default=32, help="most images per forward pass across concurrent requests (default: 32)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits to share a batch, ms (default: 5)")
+    p.add_argument("--max-images", type=int, default=32, help="most images per request; more answer 413 (default: 32)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body, MiB; larger answer 413 (default: 10)")
+    p.add_argument("--max-megapixels", type=float, default=40.0, help="largest image, millions of pixels; larger answer 413 (default: 40)")
+    p.add_argument("--body-timeout-s", type=float, default=10.0, help="longest a request body may take to arrive, s; slower answer 408 (default: 10)")
+    p.add_argument("--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(handler=_cmd_serve)
+
+    p = commands.add_parser("demo", help="the main job on built-in data: synthetic faces -> fit within a budget -> report")
     p.add_argument("--out", type=Path, default=Path("tellapart-demo"), help="folder for everything (default: ./tellapart-demo)")
     p.add_argument("--pairs", type=int, default=600, help="synthetic face/comic pairs (default: 600)")
-    p.add_argument("--epochs", type=int, default=12, help="max epochs per rung, early stopping on (default: 12)")
+    p.add_argument("--budget", default="3m", help="fit's wall-clock budget (default: 3m)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_demo)
 
@@ -506,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that train: they re-execute themselves once with glibc malloc tuned (see _launch).
-_TRAINING_COMMANDS = {"train", "lr-find", "ladder", "demo", "tune", "recipe"}
+_TRAINING_COMMANDS = {"train", "lr-find", "ladder", "demo", "tune", "recipe", "fit"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

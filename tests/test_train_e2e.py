@@ -312,7 +312,9 @@ def test_cli_ladder_from_a_yaml_file(easy_cache: Cache, tmp_path: Path, capsys: 
     assert main(["ladder", str(easy_cache.path), "--ladder", str(ladder), "--out", str(out), "--epochs", "1", "--set", "optim.lr=1e-2", "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "leaderboard:" in printed and "lin" in printed and "tiny" in printed
-    assert {r["rung"] for r in csv_rows(out / "leaderboard.csv")} == {"lin", "tiny"}
+    rows = csv_rows(out / "leaderboard.csv")  # the classical baselines ride along on the same split
+    assert {r["rung"] for r in rows} == {"lin", "tiny", "baseline:logreg", "baseline:svm_pixels", "baseline:hog_svm"}
+    assert {r["kind"] for r in rows if r["rung"].startswith("baseline:")} == {"classical"}
     assert yaml.safe_load((out / "tiny" / "config.yaml").read_text())["epochs"] == 1
     assert (out / "lin" / "checkpoints" / "best.pt").is_file()
 
@@ -329,7 +331,7 @@ def test_cli_end_to_end_from_images_to_predictions(tmp_path: Path, monkeypatch: 
     assert main(["data", "prepare", "faces", "--out", "cache", "--size", "16", "--workers", "1", "--quiet"]) == 0
     assert main(["ladder", "cache", "--out", "ladder", "--ladder", "ladder.yaml", "--epochs", "2", "--quiet", *fast]) == 0
     assert main(["evaluate", "ladder"]) == 0
-    best = json.loads(Path("ladder/leaderboard.json").read_text())[0]["rung"]
+    best = next(r["rung"] for r in json.loads(Path("ladder/leaderboard.json").read_text()) if r.get("kind") != "classical")
     assert main(["export", f"ladder/{best}"]) == 0
     assert main(["predict", f"ladder/{best}", "faces/face", "faces/comics/*.jpg", "-o", "predictions.csv", "--quiet"]) == 0
     capsys.readouterr()

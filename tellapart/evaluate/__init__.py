@@ -1,5 +1,6 @@
 """Evaluation: metrics from predicted probabilities, charts, and the self-contained HTML report."""
 
+from tellapart.evaluate._compare import PairedComparison, comparison_section, paired_comparison
 from tellapart.evaluate._evaluate import evaluate_run, run_cache
 from tellapart.evaluate._metrics import (
     classification_metrics,
@@ -15,7 +16,10 @@ from tellapart.evaluate._plots import (
 from tellapart.evaluate._report import ReportInputs, format_accuracy, render_report, write_report
 
 __all__ = [
+    "PairedComparison",
     "ReportInputs",
+    "comparison_section",
+    "paired_comparison",
     "classification_metrics",
     "evaluate_run",
     "run_cache",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from tellapart.data import Cache, ShardSet, is_shard_set
 from tellapart.train import Feeder, evaluate, load_model, read_metrics, resolve_runtime
 from tellapart._files import atomic_write
 
+from ._compare import comparison_section, comparisons_json, paired_comparison
 from ._metrics import classification_metrics
 from ._report import ReportInputs, write_report
 
@@ -78,17 +80,30 @@ def _thumbnail(cache: Cache, row: int) -> bytes:
 
 
 def _leakage_warnings(cache: Cache, split: str) -> list[str]:
-    dup = cache.manifest.get("duplicates", {})
+    """One line per kind of duplicate linking ``split`` to another split, with its exact count."""
+    counts = cache.duplicates
     warnings = []
     for kind in ("exact", "near"):
-        pairs = [p for p in dup.get(f"cross_split_{kind}", []) if split in (p["a_split"], p["b_split"])]
-        if pairs:
+        n = counts.crossing(kind, split)
+        if n:
+            pairs = [p for p in counts.examples[kind] if split in (p["a_split"], p["b_split"]) and p["a_split"] != p["b_split"]]
             examples = "; ".join(f"{p['a']} [{p['a_split']}] ~ {p['b']} [{p['b_split']}]" for p in pairs[:5])
             warnings.append(
-                f"{len(pairs)} {kind} duplicate pair(s) link the {split} split to another split, found at prepare "
+                f"{n} {kind} duplicate pair(s) link the {split} split to another split, found at prepare "
                 f"time; the {split} accuracy may be optimistic. E.g. {examples}"
             )
     return warnings
+
+
+def _leakage_pairs(cache: Cache, split: str, limit: int = 12) -> list[dict[str, Any]]:
+    """The first ``limit`` listed pairs linking ``split`` to another split, with thumbnails of both images."""
+    row = {image_id: k for k, image_id in enumerate(cache.ids)}
+    shown: list[dict[str, Any]] = []
+    for kind, pairs in cache.duplicates.examples.items():
+        for p in pairs:
+            if len(shown) < limit and split in (p["a_split"], p["b_split"]) and p["a_split"] != p["b_split"] and p["a"] in row and p["b"] in row:
+                shown.append({**p, "kind": kind, "a_image": _thumbnail(cache, row[p["a"]]), "b_image": _thumbnail(cache, row[p["b"]])})
+    return shown
 
 
 def leaderboard_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -110,6 +125,9 @@ def evaluate_run(
     report_dir: str | Path | None = None,
     title: str | None = None,
     notes: dict[str, str] | None = None,
+    compare: Mapping[str, np.ndarray] | None = None,
+    extra_sections: Sequence[tuple[str, str]] = (),
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluates the best checkpoint of ``run`` on ``split``; writes metrics.json and report.html.
 
@@ -120,6 +138,11 @@ def evaluate_run(
         leaderboard: rows shown on top of the report (ladder and tuning reports).
         report_dir: where to write the files (default: the run folder).
         notes: extra key/value lines for the report's summary (e.g. a recipe's published figures).
+        compare: other models' predicted labels on the same ``split`` rows, in ascending row
+            order (name -> labels): each gets a paired test against this run in the report and
+            in ``metrics["comparisons"]``.
+        extra_sections: (title, trusted HTML) sections for the report (e.g. how a budget was spent).
+        warnings: lines the reader must see, shown with the report's own warnings.
     """
     run = Path(run)
     loaded = load_model(run)
@@ -138,6 +161,9 @@ def evaluate_run(
     ids = [data.ids[r] for r in result.rows]
     metrics = classification_metrics(result.probs, result.labels, loaded.class_names, ids=ids)
     reads = _record_test_read(run, split, len(rows), metrics["accuracy"])
+    comparisons = [paired_comparison(result.labels, result.probs.argmax(1), np.asarray(pred), name) for name, pred in (compare or {}).items()]
+    if comparisons:
+        metrics["comparisons"] = comparisons_json(comparisons)
     out_dir = Path(report_dir) if report_dir else run
     suffix = "" if split == "test" else f"-{split}"
     record = {
@@ -151,7 +177,8 @@ def evaluate_run(
     }
     atomic_write(out_dir / f"metrics{suffix}.json", json.dumps(record, indent=2))
     thumbnails = {m["index"]: _thumbnail(data, int(result.rows[m["index"]])) for m in metrics["most_confident_mistakes"]}
-    warnings = _leakage_warnings(data, split)
+    leakage = _leakage_warnings(data, split)
+    warnings = [*warnings, *leakage]
     if reads > 1:
         warnings.append(
             f"this model has read the {split} split {reads} times; only the first reading is an unbiased estimate"
@@ -167,6 +194,8 @@ def evaluate_run(
         environment=json.loads(env_path.read_text()) if env_path.is_file() else {},
         leaderboard=leaderboard_rows(leaderboard) if leaderboard else (),
         warnings=warnings,
+        duplicate_pairs=_leakage_pairs(data, split) if leakage else (),
+        extra_sections=[*([comparison_section(loaded.checkpoint["model"]["name"], comparisons)] if comparisons else []), *extra_sections],
         notes={
             "split": f"{split} ({len(rows)} images, never used for model selection)" if split == "test" else split,
             "reads of this split": str(reads),

@@ -1,6 +1,7 @@
 """Training: configs, the one explicit loop, runs that resume, and the model ladder."""
 
 from ._augment import augment_batch
+from ._baselines import BASELINES, DEFAULT_BASELINES, BaselineResult, FittedBaseline, baseline_row, fit_baseline
 from ._checkpoint import LoadedModel, find_checkpoint, load_model, read_checkpoint, save_checkpoint
 from ._config import (
     AugmentConfig,
@@ -20,13 +21,20 @@ from ._device import Runtime, resolve_runtime
 from ._features import FeatureFeeder, HeadOnly, cached_features, feature_key
 from ._finetune import FineTune, backbone_units, unfrozen_names
 from ._fit import RunResult, nested_subset, read_metrics, train
-from ._ladder import DEFAULT_LADDER, Rung, load_ladder, run_ladder, run_seeds, rung_run
+from ._ladder import DEFAULT_LADDER, Rung, first_network, load_ladder, run_ladder, run_seeds, rung_run
 from ._loop import EvalResult, Feeder, TrainState, evaluate, logits_to_probs, train_one_epoch
 from ._lr_find import LRFinderResult, find_lr, suggest_lr
 from ._schedule import lr_at
+from ._throughput import measure_inference, measure_throughput
 
 __all__ = [
+    "BASELINES",
+    "DEFAULT_BASELINES",
     "DEFAULT_LADDER",
+    "BaselineResult",
+    "FittedBaseline",
+    "baseline_row",
+    "fit_baseline",
     "AugmentConfig",
     "DistributedConfig",
     "EarlyStopping",
@@ -56,11 +64,14 @@ __all__ = [
     "feature_key",
     "find_checkpoint",
     "find_lr",
+    "first_network",
     "load_config",
     "load_ladder",
     "load_model",
     "logits_to_probs",
     "lr_at",
+    "measure_inference",
+    "measure_throughput",
     "nested_subset",
     "read_checkpoint",
     "read_metrics",

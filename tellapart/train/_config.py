@@ -103,10 +103,13 @@ class AugmentConfig:
     brightness: float = 0.0  # max relative brightness change
     contrast: float = 0.0  # max relative contrast change
     cutout: float = 0.0  # side of a zeroed square, fraction of the image side (0: off)
+    # "trivial": each image also gets one op drawn uniformly (identity, rotate, shear, shift,
+    # brightness, contrast) at a uniform random strength (TrivialAugment, Mueller & Hutter 2021); no flips
+    policy: Literal["none", "trivial"] = "none"
 
     @property
     def enabled(self) -> bool:
-        return any(dataclasses.astuple(self))
+        return self.policy != "none" or any(v for k, v in dataclasses.asdict(self).items() if k != "policy")
 
 
 @dataclass(frozen=True)

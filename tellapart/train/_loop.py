@@ -35,6 +35,11 @@ class Feeder:
     def tensor(self, batch: np.ndarray) -> torch.Tensor:
         return to_tensor(batch, self.mean, self.std, device=self.runtime.device, channels_last=self.runtime.channels_last)
 
+    @property
+    def black(self) -> torch.Tensor:
+        """The normalised value of a black pixel, per channel, shaped (1, C, 1, 1)."""
+        return torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=self.runtime.device).view(1, -1, 1, 1)
+
 
 @dataclass
 class TrainState:
@@ -103,12 +108,13 @@ def train_one_epoch(
         disable=not progress, leave=False,
     )
     batches = iter_batches(feeder.pixels, feeder.labels, order, cfg.batch_size, start_batch=state.batch)
+    black = feeder.black if cfg.augment.enabled else None
     for pixels, labels, _ in batches:
         started = time.perf_counter()
         x = feeder.tensor(pixels)
         y = torch.from_numpy(labels).to(feeder.runtime.device)
         if cfg.augment.enabled:
-            x = augment_batch(x, cfg.augment, state.aug_generator)
+            x = augment_batch(x, cfg.augment, state.aug_generator, black=black)
         lr = lr_at(state.step, total_steps, steps_per_epoch, cfg.optim.lr, cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)

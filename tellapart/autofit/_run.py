@@ -1,0 +1,564 @@
+"""``fit``: labelled images in, the best model a wall-clock budget allows out, tested once.
+
+Steps, all inside one budget (preparation and the report included)::
+
+    profile     decode a sample: sizes, colour, class counts -> size, grey, class weights
+    prepare     the cache (reused when nothing changed)
+    baselines   classical models on the same split (scikit-learn), with their time
+    throughput  a few real steps per candidate: images/s, to plan the rounds
+    rounds      successive halving: every candidate briefly on part of train, the best third
+                longer on all of it, ..., the best one with what is left, from scratch
+    select      the best on validation (networks and baselines alike)
+    test        the chosen network once on test, paired against the baseline and the runner-up
+    export      model.onnx of the chosen network
+
+Output folder::
+
+    plan.json          the request, the data's profile, every decision with its reason, each
+                       step's and run's seconds, what was pruned and why; updated as it goes
+    cache/             the prepared cache
+    baselines/*.json   the classical baselines' validation scores
+    runs/r<k>-<name>/  one training run per candidate per round (loadable by predict/export/evaluate)
+    leaderboard.csv    everything tried, ranked on validation
+    chosen.json        {"run": "runs/...", ...}: the model predict, export and serve use
+    metrics.json       the one test read; report.html: the report; model.onnx
+
+Re-running the same command resumes: finished steps and runs are read back, a killed run
+resumes from its last checkpoint, and the budget counts the time spent before the kill.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tellapart._errors import UserError
+from tellapart._files import atomic_write, rank_by_validation, write_table
+from tellapart.data import Cache, PrepareConfig, Preprocess, Source, open_source, prepare
+from tellapart.train import (
+    baseline_row, config_from_dict, fit_baseline, measure_inference, measure_throughput, train,
+)
+
+from ._plan import (
+    ARCHITECTURES, PRESETS, Candidate, Decisions, FitConfig, candidates, decide, describe_candidates, pretrained_available,
+    profile_source, round_sizes,
+)
+
+__all__ = ["FitResult", "fit"]
+
+_PLAN = "plan.json"
+_FINAL_SHARE = 0.5  # of the training time: the last round (one candidate, all of train)
+_FRACTIONS = (1.0, 0.5, 1 / 3, 0.2, 0.1)  # of train, tried largest first for the first round
+_RUN_OVERHEAD_S = 3.0  # seconds a training run costs besides its epochs (model, folder, checkpoints)
+_LEADERBOARD_FIELDS = ("rank", "rung", "kind", "model", "round", "fraction", "params", "val_acc", "val_loss", "best_epoch",
+                       "epochs", "train_seconds", "images_per_s", "run", "note")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FitResult:
+    out: Path  # the fit folder
+    chosen: dict[str, Any]  # leaderboard row of the chosen network
+    best_on_validation: dict[str, Any]  # the top row (a baseline when one beat every network)
+    test: dict[str, Any]  # metrics.json of the one test read (accuracy, accuracy_ci, n, report, comparisons)
+    leaderboard: list[dict[str, Any]]  # everything tried, ranked on validation
+    plan: dict[str, Any]  # plan.json
+
+
+class _Clock:
+    """The budget: seconds spent so far, including earlier (killed) invocations."""
+
+    def __init__(self, budget: float, spent_before: float) -> None:
+        self.budget, self.before, self.start = budget, spent_before, time.monotonic()
+
+    def spent(self) -> float:
+        return self.before + time.monotonic() - self.start
+
+    def left(self) -> float:
+        return self.budget - self.spent()
+
+
+def fit(
+    source: Source | str | Path,
+    out: str | Path,
+    cfg: FitConfig = FitConfig(),
+    *,
+    progress: bool = True,
+) -> FitResult:
+    """Runs check -> prepare -> search -> select -> test once -> report -> export within ``cfg.budget_s``.
+
+    Args:
+        source: a Source, or a path ``open_source`` understands (class folders, CSV, archive, IDX, CIFAR, paired).
+        out: the fit folder; re-running with the same source and settings resumes it.
+        cfg: budget, preset and overrides of the data-aware choices.
+    """
+    src = open_source(source) if isinstance(source, (str, Path)) else source
+    out = Path(out)
+    plan = _open_plan(out, src, cfg)
+    clock = _Clock(cfg.budget_s, float(plan.get("spent_s", 0.0)))
+    if plan.get("status") == "done" and (out / "metrics.json").is_file():
+        _say(progress, f"[fit] {out} is complete (tested once); showing its result")
+        return _result(out, plan)
+
+    def step(name: str, started: float, **extra: Any) -> None:
+        plan.setdefault("steps", {})[name] = {"seconds": round(time.monotonic() - started + plan.get("steps", {}).get(name, {}).get("seconds", 0.0), 2), **extra}
+        _save(out, plan, clock)
+
+    # profile: data-aware decisions
+    started = time.monotonic()
+    if "decisions" not in plan:
+        _say(progress, f"[fit] budget {_duration(cfg.budget_s)}, preset {cfg.preset}; profiling {src.path}")
+        profile = profile_source(src, seed=cfg.seed)
+        decisions = decide(profile, cfg)
+        plan["profile"], plan["decisions"] = profile.to_json(), decisions.to_json()
+        step("profile", started)
+    decisions = _decisions(plan["decisions"])
+    for key, why in decisions.reasons.items():
+        _say(progress, f"[fit]   {key}: {why}")
+
+    # prepare
+    started = time.monotonic()
+    pre = Preprocess(size=decisions.size, grayscale=decisions.grayscale)
+    cache = prepare(src, out / "cache", PrepareConfig(preprocess=pre, workers=cfg.workers), progress=progress)
+    if len(cache.indices("val")) == 0:
+        raise UserError(f"{src.path}: too few images for a validation split ({len(cache)} readable); fit selects on validation")
+    step("prepare", started, images=len(cache), skipped=len(cache.manifest.get("skipped", [])))
+
+    # classical baselines
+    started = time.monotonic()
+    baselines = _baselines(cache, out, cfg, clock, progress)
+    step("baselines", started)
+
+    # successive halving over the candidates
+    use_pretrained, why = _pretrained_choice(cfg, decisions)
+    plan["pretrained"] = why
+    _say(progress, f"[fit]   pretrained backbone: {why}")
+    cands = candidates(decisions, train_images=len(cache.indices("train")), num_classes=cache.num_classes, seed=cfg.seed, pretrained=use_pretrained)
+    plan["candidates"] = describe_candidates(cands)
+    started = time.monotonic()
+    deep_rows = _search(cache, cands, out, cfg, plan, clock, progress)
+    step("search", started)
+
+    # select on validation, test once
+    rows = rank_by_validation([*deep_rows, *[baseline_row(b.result) for b in baselines.values()]])
+    for r in rows:
+        r.setdefault("kind", "network")
+    write_table(out, "leaderboard", rows, _LEADERBOARD_FIELDS)
+    networks = [r for r in rows if r["kind"] == "network" and r.get("run")]
+    if not networks:
+        raise UserError(f"no network finished within the budget ({_duration(cfg.budget_s)}); give a larger --budget")
+    chosen = networks[0]
+    atomic_write(out / "chosen.json", json.dumps({"run": chosen["run"], "by": "fit", "name": chosen["rung"], "val_acc": chosen["val_acc"]}, indent=2))
+    started = time.monotonic()
+    test = _test_once(cache, out, rows, chosen, baselines, cfg, plan, clock, progress)
+    step("test", started)
+
+    started = time.monotonic()
+    if cfg.export:
+        plan["export"] = _export(out, chosen, progress)
+    step("export", started)
+    plan["status"] = "done"
+    plan["within_budget"] = clock.spent() <= 1.1 * cfg.budget_s
+    _save(out, plan, clock)
+    if not plan["within_budget"]:
+        _say(progress, f"[fit] over budget: {_duration(clock.spent())} of {_duration(cfg.budget_s)} (see plan.json 'steps' for where it went)")
+    return _result(out, plan, test=test)
+
+
+def _pretrained_choice(cfg: FitConfig, decisions: Decisions) -> tuple[bool, str]:
+    """Whether the pretrained backbone is a candidate, and why (or why not)."""
+    if cfg.pretrained == "off":
+        return False, "off, as asked"
+    if cfg.pretrained == "auto" and not PRESETS[cfg.preset].pretrained:
+        return False, f"off in the {cfg.preset} preset (--pretrained on to try it)"
+    if decisions.size < 8:
+        return False, f"off: {decisions.size}-px images are too small for an ImageNet backbone"
+    missing = pretrained_available()
+    if missing is not None:
+        if cfg.pretrained == "on":
+            raise UserError(f"--pretrained on: {missing}")
+        return False, f"off: {missing}"
+    return True, f"{ARCHITECTURES['pretrained']}: a candidate when its features fit the budget"
+
+
+# --------------------------------------------------------------------------- plan file
+
+
+def _open_plan(out: Path, src: Source, cfg: FitConfig) -> dict[str, Any]:
+    request = {"source": str(Path(src.path).resolve()), **cfg.request()}
+    path = out / _PLAN
+    if path.is_file():
+        try:
+            plan = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{path} is damaged (not JSON); choose a new --out, or delete {out} to start over") from None
+        if plan.get("request") != request:
+            changed = sorted(k for k in request if plan.get("request", {}).get(k) != request[k])
+            raise UserError(f"{out} holds a fit of another command (differs in {', '.join(changed)}); use a new --out, or the same options to resume it")
+        return plan
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not a fit folder (no {_PLAN}); choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    plan = {"request": request, "budget_s": cfg.budget_s, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write(path, json.dumps(plan, indent=2))
+    return plan
+
+
+def _save(out: Path, plan: dict[str, Any], clock: _Clock) -> None:
+    plan["spent_s"] = round(clock.spent(), 2)
+    atomic_write(out / _PLAN, json.dumps(plan, indent=2, default=str))
+
+
+def _decisions(data: Mapping[str, Any]) -> Decisions:
+    return Decisions(
+        size=int(data["size"]), grayscale=bool(data["grayscale"]), class_weights=data["class_weights"],
+        architectures=tuple(data["architectures"]), augment=tuple(data["augment"]), reasons=dict(data["reasons"]),
+    )
+
+
+def _result(out: Path, plan: dict[str, Any], test: dict[str, Any] | None = None) -> FitResult:
+    rows = json.loads((out / "leaderboard.json").read_text())
+    chosen_run = json.loads((out / "chosen.json").read_text())["run"]
+    chosen = next(r for r in rows if r.get("run") == chosen_run)
+    test = test or {**json.loads((out / "metrics.json").read_text()), "report": str(out / "report.html")}
+    return FitResult(out, chosen, rows[0], test, rows, plan)
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def _baselines(cache: Cache, out: Path, cfg: FitConfig, clock: _Clock, progress: bool) -> dict[str, Any]:
+    """Fits (or refits: seconds, deterministic) each classical baseline; scores are kept in baselines/."""
+    folder = out / "baselines"
+    folder.mkdir(exist_ok=True)
+    cap = 10_000 if cfg.budget_s >= 300 else 4_000  # an RBF SVM costs O(n^2): keep it to a slice of the budget
+    fitted = {}
+    for name in cfg.baselines:
+        if clock.left() < 0.6 * cfg.budget_s and not (folder / f"{name}.json").is_file():
+            _say(progress, f"[fit] baseline {name} skipped: {_duration(clock.left())} left, kept for the networks")
+            continue
+        model = fit_baseline(cache, name, max_train_rows=cap, seed=cfg.seed)
+        atomic_write(folder / f"{name}.json", json.dumps(model.result.to_json(), indent=2))
+        fitted[name] = model
+        r = model.result
+        _say(progress, f"[fit] baseline {name}: val {r.val_acc:.4f} ({r.train_seconds:.1f}s, {r.train_rows:,} train images)")
+    return fitted
+
+
+# --------------------------------------------------------------------------- search
+
+
+def _search(cache: Cache, cands: list[Candidate], out: Path, cfg: FitConfig, plan: dict[str, Any], clock: _Clock, progress: bool) -> list[dict[str, Any]]:
+    """Synchronous successive halving: whole rounds, the best third of each going on; returns every run's row.
+
+    Round 0 keeps as many candidates (in priority order) as can each train a few epochs in its
+    share of the time; the last round trains the winner from scratch with what is left.
+    """
+    by_name = {c.name: c for c in cands}
+    n_train, n_val = len(cache.indices("train")), len(cache.indices("val"))
+    reserve = _reserve(cfg, n_val + len(cache.indices("test")))
+    max_epochs = PRESETS[cfg.preset].max_epochs
+    rounds = plan.setdefault("rounds", [])
+    throughput = plan.setdefault("throughput", {})
+    rows: list[dict[str, Any]] = []
+    if not rounds:  # plan round 0: measure, then keep what fits
+        for c in cands:
+            if c.name not in throughput:
+                tcfg = config_from_dict({**c.config, "device": cfg.device})
+                # the pretrained backbone runs forward once per image (its features are cached); CNNs train
+                throughput[c.name] = round((measure_inference if _is_pretrained(c) else measure_throughput)(cache, tcfg), 1)
+        _save(out, plan, clock)
+        time_left = clock.left() - reserve
+        fraction0 = min((f for f in _FRACTIONS if f == 1.0 or f * n_train >= 500), default=1.0)
+        per_run = [
+            _RUN_OVERHEAD_S + (_feature_seconds(throughput[c.name], n_train, n_val) if _is_pretrained(c)
+                               else 2 * _epoch_cost(fraction0, throughput[c.name], n_train, n_val))
+            for c in cands
+        ]
+        share0 = (1 - _FINAL_SHARE) / 2
+        keep = len(cands)
+        while keep > 1 and sum(per_run[:keep]) > share0 * time_left:
+            keep -= 1
+        if keep < len(cands):
+            plan.setdefault("pruned", []).extend(
+                {"candidate": c.name, "round": None, "why": f"not started: {_duration(time_left)} left after preparing, fewer runs fit than candidates"}
+                for c in cands[keep:]
+            )
+        plan["sizes"] = round_sizes(keep) if keep > 1 else [1]
+    sizes: list[int] = plan["sizes"]
+    weights = [(1 - _FINAL_SHARE) / (len(sizes) - 1)] * (len(sizes) - 1) + [_FINAL_SHARE] if len(sizes) > 1 else [1.0]
+    members = [c.name for c in cands][: sizes[0]]
+    for k, size in enumerate(sizes):
+        final = k == len(sizes) - 1
+        if k < len(rounds):
+            spec = rounds[k]
+        else:
+            if k > 0:
+                members = _promote(rows, rounds[k - 1], size, plan)
+            time_left = clock.left() - reserve
+            allowance = max(0.0, weights[k] / sum(weights[k:]) * time_left / len(members))
+            ips = {name: _measured_ips(rows, name) or throughput[name] for name in members}
+            cnn_ips = [v for n, v in ips.items() if not _is_pretrained(by_name[n])] or list(ips.values())
+            fraction, epochs = _fidelity(allowance - _RUN_OVERHEAD_S, min(cnn_ips), n_train, n_val, first=(k == 0 and not final), max_epochs=max_epochs)
+            spec = {"round": k, "members": members, "fraction": round(fraction, 4), "epochs": epochs, "allowance_s": round(allowance, 1),
+                    "planned_with_images_per_s": {n: round(v, 1) for n, v in ips.items()}}
+            earlier = _best_full_run(rows, members[0]) if final and k > 0 else None
+            if k > 0 and allowance < _RUN_OVERHEAD_S + _epoch_cost(fraction, min(cnn_ips), n_train, n_val):
+                spec["skipped"] = f"{_duration(time_left)} left: not enough for one epoch each"
+            elif earlier is not None and (earlier.get("epochs") or 0) >= epochs:
+                spec["skipped"] = f"{members[0]} already trained {earlier['epochs']} epochs on all of train in round {earlier['round']}; the time left allows {epochs}"
+            rounds.append(spec)
+            _save(out, plan, clock)
+        if spec.get("skipped"):  # the rounds so far have chosen
+            _say(progress, f"[fit] round {k}: skipped ({spec['skipped']})")
+            break
+        _say(progress, f"[fit] round {k}: {len(spec['members'])} candidate(s), {spec['epochs']} epoch(s) on {100 * spec['fraction']:.0f}% of train, "
+             f"~{_duration(spec['allowance_s'])} each; {_duration(clock.left())} left")
+        for name in spec["members"]:
+            if clock.left() - reserve < _RUN_OVERHEAD_S and not (out / "runs" / f"r{k}-{name}" / "summary.json").is_file():
+                plan.setdefault("pruned", []).append({"candidate": name, "round": k, "why": "not started: the budget was spent"})
+                continue
+            rows.append(_train_candidate(cache, by_name[name], spec, out, cfg, plan, clock, progress, final_round=final))
+            _save(out, plan, clock)
+    return rows
+
+
+def _is_pretrained(cand: Candidate) -> bool:
+    return cand.architecture == "pretrained"
+
+
+def _feature_seconds(forward_ips: float, n_train: int, n_val: int) -> float:
+    """Seconds to compute and cache a frozen backbone's features for train and val once."""
+    return (n_train + n_val) / max(forward_ips, 1e-6)
+
+
+def _reserve(cfg: FitConfig, eval_images: int) -> float:
+    """Seconds kept back for the test read, the report and the export."""
+    return max(15.0, 0.05 * cfg.budget_s) + eval_images / 2000.0
+
+
+def _epoch_cost(fraction: float, ips: float, n_train: int, n_val: int) -> float:
+    """Seconds of one epoch: training on ``fraction`` of train, then scoring val (about 3x faster than training)."""
+    return (fraction * n_train + n_val / 3.0) / max(ips, 1e-6) + 0.5
+
+
+def _fidelity(allowance: float, ips: float, n_train: int, n_val: int, *, first: bool, max_epochs: int) -> tuple[float, int]:
+    """(fraction of train, epochs) for a run of ``allowance`` seconds.
+
+    A first round prefers 3+ epochs on part of train (at least 500 images) to one epoch on all
+    of it; later rounds train on all of it.
+    """
+    fractions = [f for f in _FRACTIONS if f == 1.0 or f * n_train >= 500] if first else [1.0]
+    for fraction in fractions:
+        epochs = math.floor(allowance / _epoch_cost(fraction, ips, n_train, n_val))
+        if epochs >= 3:
+            return fraction, min(epochs, max_epochs)
+    fraction = fractions[-1]
+    return fraction, max(1, min(max_epochs, math.floor(allowance / _epoch_cost(fraction, ips, n_train, n_val))))
+
+
+def _measured_ips(rows: Sequence[Mapping[str, Any]], name: str) -> float | None:
+    done = [r["images_per_s"] for r in rows if r.get("candidate") == name and r.get("images_per_s")]
+    return float(done[-1]) if done else None
+
+
+def _best_full_run(rows: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+    full = [r for r in rows if r.get("candidate") == name and (r.get("fraction") or 0) >= 1.0]
+    return max(full, key=lambda r: r.get("epochs") or 0) if full else None
+
+
+def _promote(rows: list[dict[str, Any]], previous: Mapping[str, Any], size: int, plan: dict[str, Any]) -> list[str]:
+    """The best ``size`` of the previous round on validation; the rest are recorded as pruned, with why."""
+    last = [r for r in rows if r.get("round") == previous["round"]]
+    ranked = rank_by_validation(last)
+    keep = [r["candidate"] for r in ranked[:size]]
+    if not keep:
+        raise UserError(f"round {previous['round']} finished no candidate; give a larger --budget")
+    cut = ranked[size - 1]["val_acc"] if len(ranked) >= size else None
+    pruned = plan.setdefault("pruned", [])
+    for r in ranked[size:]:
+        pruned.append({"candidate": r["candidate"], "round": previous["round"], "val_acc": r["val_acc"],
+                       "why": f"val {r['val_acc']} below the round's top {size} (cut at {cut})"})
+    return keep
+
+
+def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out: Path, cfg: FitConfig, plan: dict[str, Any],
+                     clock: _Clock, progress: bool, *, final_round: bool) -> dict[str, Any]:
+    name = f"r{spec['round']}-{cand.name}"
+    run = out / "runs" / name
+    config = {**cand.config, "epochs": int(spec["epochs"]), "train_fraction": float(spec["fraction"]), "device": cfg.device}
+    extra_s = 0.0
+    if _is_pretrained(cand):  # all of train (its features are computed once), and head epochs are cheap
+        config.update(train_fraction=1.0, epochs=max(int(spec["epochs"]), 15))
+        if not (cache.path / "features").is_dir():
+            extra_s = _feature_seconds(float(plan["throughput"][cand.name]), len(cache.indices("train")), len(cache.indices("val")))
+    if final_round and int(spec["epochs"]) >= 12:  # a long last run stops once validation loss has stalled for a third of it
+        config["early_stopping"] = {**config["early_stopping"], "patience": int(spec["epochs"]) // 3}
+    tcfg = config_from_dict(config, f"candidate {cand.name}")
+    summary_path = run / "summary.json"
+    record = plan.setdefault("runs", {}).setdefault(name, {"allowance_s": spec["allowance_s"]})
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+    else:
+        resume = (run / "config.yaml").is_file() or (run / "checkpoints" / "last.pt").is_file()
+        started = time.monotonic()
+        reserve = _reserve(cfg, len(cache.indices("val")) + len(cache.indices("test")))
+        deadline = started + extra_s + max(1.25 * float(spec["allowance_s"]), 5.0)
+        hard = time.monotonic() + clock.left() - reserve
+        guard = _DeadlineGuard(min(deadline, hard) if not final_round else hard)
+        _say(progress, f"[fit]   {name}: up to {tcfg.epochs} epoch(s)")
+        summary = train(cache, tcfg, run, resume=resume, on_epoch_end=guard, progress=progress, tensorboard=final_round).summary
+        record["seconds"] = round(record.get("seconds", 0.0) + time.monotonic() - started, 2)
+        if guard.stopped_at is not None:
+            record["stopped_by_budget"] = f"after epoch {guard.stopped_at} of {tcfg.epochs}: the next epoch would pass the run's time"
+    record["val_acc"] = summary.get("val_acc")
+    val = summary.get("val_acc")
+    _say(progress, f"[fit]   {name}: val {val:.4f} after {summary['epochs']} epoch(s), {summary['train_seconds']:.1f}s of training" if val is not None else f"[fit]   {name}: no validation score")
+    return {
+        "rung": name, "kind": "network", "candidate": cand.name, "model": cand.architecture, "round": spec["round"],
+        "fraction": config["train_fraction"], "params": summary["params"], "val_acc": val, "val_loss": summary.get("val_loss"),
+        "best_epoch": summary.get("best_epoch"), "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
+        "images_per_s": summary["images_per_s"], "run": str(run.relative_to(out)), "note": f"augment {cand.augment}",
+    }
+
+
+class _DeadlineGuard:
+    """``on_epoch_end``: stops a run when its next epoch (timed like the last) would pass ``deadline``."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline, self.last, self.stopped_at = deadline, time.monotonic(), None  # type: ignore[var-annotated]
+
+    def __call__(self, epoch: int, row: Mapping[str, Any]) -> bool:
+        now = time.monotonic()
+        took, self.last = now - self.last, now
+        if now + took > self.deadline:
+            self.stopped_at = epoch
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------- test once
+
+
+def _test_once(cache: Cache, out: Path, rows: list[dict[str, Any]], chosen: dict[str, Any], baselines: Mapping[str, Any],
+               cfg: FitConfig, plan: dict[str, Any], clock: _Clock, progress: bool) -> dict[str, Any]:
+    """Evaluates the chosen network on test once; a second call reads the first result back."""
+    from tellapart.evaluate import evaluate_run
+
+    if (out / "metrics.json").is_file():
+        _say(progress, f"[fit] already tested once: {out / 'metrics.json'} (the test split is read only once)")
+        return {**json.loads((out / "metrics.json").read_text()), "report": str(out / "report.html")}
+    test_rows = np.sort(cache.indices("test"))
+    compare: dict[str, np.ndarray] = {}
+    best_baseline = next((r for r in rows if r["kind"] == "classical"), None)
+    if best_baseline is not None:
+        name = best_baseline["model"]
+        model = baselines.get(name) or fit_baseline(cache, name, max_train_rows=10_000 if cfg.budget_s >= 300 else 4_000, seed=cfg.seed)
+        compare[f"{name} (classical baseline)"] = model.predict(test_rows)
+    runner_up = next((r for r in rows if r["kind"] == "network" and r.get("run") and r["candidate"] != chosen["candidate"]), None)
+    if runner_up is not None:
+        compare[f"{runner_up['rung']} (runner-up network)"] = _network_predictions(cache, out / runner_up["run"], test_rows)
+    warnings = []
+    top = rows[0]
+    if top["kind"] == "classical":
+        warnings.append(
+            f"a classical baseline, {top['model']} (val {top['val_acc']:.4f}), beat every network on validation "
+            f"(best network {chosen['rung']}: val {chosen['val_acc']:.4f}); the network is tested and exported because "
+            "it is what predict/serve/export can load: give fit a larger --budget, or use the baseline"
+        )
+    plan["test"] = {"run": chosen["run"], "compared_with": list(compare)}
+    _save(out, plan, clock)
+    metrics = evaluate_run(
+        out / chosen["run"], split="test", cache=cache.path, leaderboard=rows, report_dir=out,
+        title=f"tellapart fit · {Path(plan['request']['source']).name} · {chosen['rung']}",
+        notes=_report_notes(plan, chosen, cfg, clock), compare=compare, extra_sections=[_budget_section(plan, clock)],
+        warnings=warnings,
+    )
+    lo, hi = metrics["accuracy_ci"]
+    _say(progress, f"[fit] {chosen['rung']} on test, once: accuracy {metrics['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={metrics['n']})")
+    for c in metrics.get("comparisons", []):
+        _say(progress, f"[fit]   vs {c['other']}: {100 * c['difference']:+.2f} pp; {c['verdict']}")
+    return metrics
+
+
+def _network_predictions(cache: Cache, run: Path, rows: np.ndarray) -> np.ndarray:
+    from tellapart.train import Feeder, evaluate, load_model, resolve_runtime
+
+    loaded = load_model(run)
+    pre = loaded.preprocess
+    runtime = resolve_runtime("cpu", "fp32", "on" if pre.get("channels_last") else "off", 0, is_conv=True)
+    result = evaluate(loaded.model, Feeder(cache.pixels, cache.labels, tuple(pre["mean"]), tuple(pre["std"]), runtime), rows)
+    return result.probs.argmax(1)
+
+
+def _report_notes(plan: Mapping[str, Any], chosen: Mapping[str, Any], cfg: FitConfig, clock: _Clock) -> dict[str, str]:
+    d = plan["decisions"]
+    return {
+        "chosen": f"{chosen['rung']} ({chosen['note']}), val {chosen['val_acc']:.4f}, selected on validation",
+        "budget": f"{_duration(cfg.budget_s)} ({cfg.preset} preset); {_duration(clock.spent())} spent before this report",
+        **{f"decision: {k}": v for k, v in d["reasons"].items()},
+    }
+
+
+def _budget_section(plan: Mapping[str, Any], clock: _Clock) -> tuple[str, str]:
+    """How the budget was spent: steps, rounds, runs (allowance vs used), what was pruned and why."""
+    steps = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['seconds']:.1f}</td></tr>" for k, v in plan.get("steps", {}).items())
+    runs = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{r.get('allowance_s', 0):.0f}</td><td>{r.get('seconds', 0):.1f}</td>"
+        f"<td>{_acc(r.get('val_acc'))}</td><td>{html.escape(r.get('stopped_by_budget', ''))}</td></tr>"
+        for name, r in plan.get("runs", {}).items()
+    )
+    rounds = "".join(
+        f"<li>round {r['round']}: {len(r['members'])} candidate(s), {r['epochs']} epoch(s) on {100 * r['fraction']:.0f}% of train, "
+        f"{r['allowance_s']:.0f} s each{html.escape(' — ' + r['skipped']) if r.get('skipped') else ''}</li>"
+        for r in plan.get("rounds", [])
+    )
+    pruned = "".join(f"<li>{html.escape(p['candidate'])} after round {p['round']}: {html.escape(p['why'])}</li>" for p in plan.get("pruned", []))
+    body = (
+        f"<p>Budget {_duration(plan['budget_s'])}; {_duration(clock.spent())} spent up to the test read "
+        "(this includes time spent before an interruption). Successive halving in whole rounds: every candidate "
+        "briefly, the best third of each round going on, the last one trained from scratch with what was left.</p>"
+        f"<h3>Steps (seconds)</h3><table><tr><th>step</th><th>seconds</th></tr>{steps}</table>"
+        f"<h3>Rounds</h3><ul>{rounds}</ul>"
+        f"<h3>Runs</h3><div style='overflow-x:auto'><table><tr><th>run</th><th>planned s</th><th>used s</th><th>val acc</th><th>stopped by the budget</th></tr>{runs}</table></div>"
+        f"<h3>Pruned</h3><ul>{pruned or '<li>nothing</li>'}</ul>"
+    )
+    return "How the budget was spent", body
+
+
+def _export(out: Path, chosen: Mapping[str, Any], progress: bool) -> dict[str, Any]:
+    try:
+        from tellapart.export import export_onnx
+
+        result = export_onnx(out / chosen["run"], out / "model.onnx")
+    except ImportError as exc:
+        _say(progress, f"[fit] export skipped: {exc} (pip install 'tellapart[export]')")
+        return {"skipped": str(exc)}
+    except UserError as exc:
+        _say(progress, f"[fit] export failed: {exc}")
+        return {"failed": str(exc)}
+    _say(progress, f"[fit] exported {result.path} (parity {'ok' if result.ok else 'FAILED'}, max |diff| {result.max_abs_diff:.1e})")
+    return {"path": str(result.path), "parity_ok": bool(result.ok), "max_abs_diff": float(result.max_abs_diff)}
+
+
+def _acc(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def _say(progress: bool, text: str) -> None:
+    if progress:
+        print(text, file=sys.stderr, flush=True)

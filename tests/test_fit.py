@@ -1,0 +1,197 @@
+"""``tellapart fit``: data-aware decisions, budgeted halving, one test read, resume, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _fixtures_train import write_easy_images
+from _images import write_idx
+
+from tellapart import UserError
+from tellapart.cli import main
+from tellapart.data import open_source
+from tellapart.autofit import DataProfile, FitConfig, candidates, decide, fit, parse_budget, profile_source
+
+#: What every end-to-end test here searches: one small CNN, two augmentations, no export (seconds).
+QUICK = ("--architectures", "cnn_s", "--augment", "none,trivial", "--no-export", "--quiet", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fit") / "easy"
+    write_easy_images(folder, per_class=40, size=24)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(easy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fit-out") / "fit"
+    assert main(["fit", str(easy), "--out", str(out), "--budget", "90s", *QUICK]) == 0
+    return out
+
+
+def _profile(**kw: object) -> DataProfile:
+    base = dict(images=1000, sampled=256, median_short_side=28, median_long_side=28, grey_fraction=1.0,
+                class_counts={"a": 500, "b": 500}, has_test_split=False)
+    return DataProfile(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_budget_parsing_accepts_durations_and_refuses_nonsense() -> None:
+    assert parse_budget("90") == 90 and parse_budget("90s") == 90
+    assert parse_budget("10m") == 600 and parse_budget("1h30m") == 5400 and parse_budget("1.5h") == 5400
+    for bad in ("", "ten minutes", "5x", "-3m"):
+        with pytest.raises(UserError, match="--budget"):
+            parse_budget(bad)
+
+
+def test_tiny_grey_images_keep_their_size_and_one_channel() -> None:
+    d = decide(_profile(), FitConfig(budget_s=300))
+    assert (d.size, d.grayscale, d.class_weights) == (28, True, "none")
+    assert "never upscaled" in d.reasons["size"] and "grey" in d.reasons["grayscale"]
+
+
+def test_large_colour_images_are_reduced_to_the_preset_cap() -> None:
+    d = decide(_profile(median_short_side=1024, median_long_side=1024, grey_fraction=0.1), FitConfig(budget_s=600))
+    assert d.size == 64 and not d.grayscale and "1024 px" in d.reasons["size"]
+    assert decide(_profile(median_short_side=1024, grey_fraction=0.0), FitConfig(budget_s=600, preset="best")).size == 96
+
+
+def test_imbalanced_classes_get_balanced_weights_and_every_choice_can_be_overridden() -> None:
+    skewed = _profile(class_counts={"a": 900, "b": 100})
+    assert decide(skewed, FitConfig()).class_weights == "balanced"
+    d = decide(skewed, FitConfig(class_weights="none", size=48, grayscale=False))
+    assert (d.class_weights, d.size, d.grayscale) == ("none", 48, False)
+    assert "upscales" in d.reasons["size"]  # asked for 48 px on 28-px images: said so
+
+
+def test_no_candidate_flips_unless_flipping_is_one_of_the_searched_options() -> None:
+    d = decide(_profile(), FitConfig(augment=("none", "shift_rotate_scale", "trivial")))
+    for c in candidates(d, train_images=800, num_classes=2, seed=0):
+        assert not c.config["augment"].get("hflip"), c.name
+        assert c.config["model"]["args"].get("activation", "relu") == "relu"
+
+
+def test_bad_options_are_refused_by_name() -> None:
+    with pytest.raises(UserError, match="--augment"):
+        FitConfig(augment=("mirror",))
+    with pytest.raises(UserError, match="--budget"):
+        FitConfig(budget_s=0)
+    with pytest.raises(UserError, match="--size"):
+        FitConfig(size=100_000)
+
+
+def test_profile_reads_every_source_format(tmp_path: Path, easy: Path) -> None:
+    rng = np.random.default_rng(0)
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    write_idx(idx / "train-images-idx3-ubyte", rng.integers(0, 255, (30, 12, 12), dtype=np.uint8))
+    write_idx(idx / "train-labels-idx1-ubyte", np.arange(30, dtype=np.uint8) % 3)
+    csv_path = easy.parent / "list.csv"  # paths relative to the list's folder, inside it
+    csv_path.write_text("path,label\n" + "".join(f"{p.relative_to(easy.parent)},{p.parent.name}\n" for p in sorted(easy.rglob("*.png"))))
+    for source, size, grey in ((easy, 24, False), (idx, 12, True), (csv_path, 24, False)):
+        p = profile_source(open_source(source))
+        assert (p.median_short_side, p.grey_fraction >= 1.0) == (size, grey), source
+        assert sum(p.class_counts.values()) == p.images
+
+
+def test_fit_end_to_end_writes_plan_leaderboard_report_and_one_test_read(fitted: Path) -> None:
+    plan = json.loads((fitted / "plan.json").read_text())
+    assert plan["status"] == "done"
+    assert {"profile", "prepare", "baselines", "search", "test"} <= set(plan["steps"])
+    assert plan["decisions"]["size"] == 24 and plan["decisions"]["grayscale"] is False
+    board = json.loads((fitted / "leaderboard.json").read_text())
+    kinds = {r["kind"] for r in board}
+    assert kinds == {"classical", "network"}  # baselines on the same split, beside the networks
+    assert {r["model"] for r in board if r["kind"] == "classical"} == {"logreg", "svm_pixels", "hog_svm"}
+    chosen = json.loads((fitted / "chosen.json").read_text())
+    run = fitted / chosen["run"]
+    assert (run / "checkpoints" / "best.pt").is_file()
+    reads = json.loads((run / "test_reads.json").read_text())
+    assert [r["split"] for r in reads] == ["test"]  # the test split, read once
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    assert metrics["accuracy"] >= 0.9  # the easy images are separable
+    assert any("classical" in c["other"] for c in metrics["comparisons"])
+    page = (fitted / "report.html").read_text()
+    assert "How the budget was spent" in page and "Is the chosen model really better?" in page
+    assert "baseline:logreg" in page
+
+
+def test_rerunning_the_same_fit_reads_back_without_a_second_test_read(fitted: Path, easy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    chosen = json.loads((fitted / "chosen.json").read_text())
+    summary = fitted / chosen["run"] / "summary.json"
+    before = summary.stat().st_mtime_ns
+    assert main(["fit", str(easy), "--out", str(fitted), "--budget", "90s", *QUICK]) == 0
+    assert summary.stat().st_mtime_ns == before  # nothing retrained
+    reads = json.loads((fitted / chosen["run"] / "test_reads.json").read_text())
+    assert len(reads) == 1
+    assert "tested once" in capsys.readouterr().out
+
+
+def test_another_command_into_the_same_folder_is_refused(fitted: Path, easy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["fit", str(easy), "--out", str(fitted), "--budget", "5m", *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "another command" in err and "budget_s" in err and "Traceback" not in err
+
+
+def test_fit_refuses_a_folder_it_did_not_write(tmp_path: Path, easy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    assert main(["fit", str(easy), "--out", str(foreign), *QUICK]) == 2
+    assert "not a fit folder" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_predict_and_evaluate_accept_the_fit_folder(fitted: Path, easy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = sorted((easy / "left").glob("*.png"))[0]
+    assert main(["predict", str(fitted), str(image)]) == 0
+    assert "\tleft\t" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_killed_fit_resumes_and_keeps_finished_runs(tmp_path: Path, easy: Path) -> None:
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "tellapart", "fit", str(easy), "--out", str(out), "--budget", "90s", *QUICK]
+    env = {**os.environ, "TELLAPART_NO_REEXEC": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("runs/*/summary.json")):
+        time.sleep(0.2)
+        assert proc.poll() is None or list(out.glob("runs/*/summary.json")), "fit ended before a run finished"
+    proc.kill()
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/summary.json")}
+    assert finished, "no run finished within two minutes"
+    spent = json.loads((out / "plan.json").read_text())["spent_s"]
+    assert spent > 0
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for path, mtime in finished.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was retrained"
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["status"] == "done" and plan["spent_s"] >= spent  # the time before the kill still counts
+    chosen = json.loads((out / "chosen.json").read_text())
+    assert len(json.loads((out / chosen["run"] / "test_reads.json").read_text())) == 1
+
+
+def test_fit_from_python_on_idx_files(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n = 120
+    labels = np.arange(n, dtype=np.uint8) % 2
+    images = rng.integers(0, 60, (n, 12, 12)).astype(np.uint8)
+    images[labels == 1, :, 6:] += 150  # class 1: a bright right half
+    write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels)
+    cfg = FitConfig(budget_s=60, architectures=("cnn_s",), augment=("none",), baselines=("logreg",), export=False, device="cpu")
+    result = fit(tmp_path, tmp_path / "out", cfg, progress=False)
+    assert result.plan["decisions"]["grayscale"] is True and result.plan["decisions"]["size"] == 12
+    assert result.test["n"] == len(json.loads((tmp_path / "out" / "cache" / "manifest.json").read_text())["ids"]) - \
+        sum(1 for s in json.loads((tmp_path / "out" / "cache" / "manifest.json").read_text())["splits"] if s != "test")
+    assert result.chosen["kind"] == "network"
