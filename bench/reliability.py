@@ -23,7 +23,7 @@ SECTIONS = {
     "corpus": "hostile files in a dataset",
     "data": "silent data decisions",
     "corrupt": "corrupted caches and run folders",
-    "kill": "train killed at checkpoint boundaries, then --resume",
+    "kill": "train killed at checkpoint boundaries, then --resume; prepare killed at random times, then re-run",
     "disk": "full disks (simulated ENOSPC, and a real 2 MB tmpfs where mounting is permitted)",
     "cli": "bad command-line invocations",
 }

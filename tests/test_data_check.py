@@ -95,3 +95,16 @@ def test_paired_report_lists_files_without_a_twin(tmp_path: Path) -> None:
 def test_json_report_round_trips(two_classes: Path) -> None:
     data = json.loads(json.dumps(_check(two_classes).to_json()))
     assert data["usable"] is True and data["readable"] == 12 and data["class_counts"]["all"] == {"cat": 6, "dog": 6}
+
+
+def test_files_left_out_are_counted_by_reason(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    write_image(root / "cat" / "a.png", (16, 16), seed=1)
+    write_image(root / "dog" / "b.png", (16, 16), seed=2)
+    (root / "cat" / ".hidden.png").write_bytes((root / "cat" / "a.png").read_bytes())
+    (root / "dog" / "README").write_text("no extension")
+    (root / "dog" / "labels.txt").write_text("not an image")
+    report = _check(root)
+    assert report.readable == 2
+    assert report.left_out == {"hidden file": 1, "no file extension": 1, "not an image extension": 1}
+    assert "left out 3 file(s)" in report.render()

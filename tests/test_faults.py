@@ -765,3 +765,33 @@ def test_cli_predict_exits_1_whenever_a_file_was_skipped(easy_run: Path, easy_im
     assert main(["predict", str(easy_run), str(folder / "broken.png"), "--quiet"]) == 1  # one unreadable file
     assert main(["predict", str(easy_run), str(folder / "0.png"), "--quiet"]) == 0
     assert "skipped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("after_s", [0.3, 0.8, 1.5])
+def test_kill_prepare_at_a_random_time_then_rerun_equals_an_uninterrupted_prepare(tmp_path: Path, after_s: float) -> None:
+    """A prepare killed mid-way leaves no half cache; re-running it gives the cache an uninterrupted one gives."""
+    import time
+
+    src = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (src / label).mkdir(parents=True)
+        for k in range(150):
+            Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(src / label / f"{k}.png")
+    cmd = [sys.executable, "-m", "tellapart", "data", "prepare", str(src), "--size", "16", "--quiet", "--workers", "1"]
+    env = {**os.environ, "TELLAPART_NO_REEXEC": "1"}
+    reference = tmp_path / "reference"
+    assert subprocess.run([*cmd, "--out", str(reference)], env=env, capture_output=True, timeout=300).returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(after_s)
+    proc.kill()
+    proc.wait()
+    if out.exists():  # the kill came after the rename: then the cache is whole
+        assert Cache(out).fingerprint == Cache(reference).fingerprint
+    rerun = subprocess.run([*cmd, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    a, b = Cache(out), Cache(reference)
+    assert a.fingerprint == b.fingerprint and a.ids == b.ids and list(a.splits) == list(b.splits)
+    assert np.array_equal(np.asarray(a.pixels), np.asarray(b.pixels))
+    assert not list(tmp_path.glob(".killed.partial-*"))  # the killed run's staging folder was cleaned up

@@ -195,3 +195,14 @@ def test_fit_from_python_on_idx_files(tmp_path: Path) -> None:
     assert result.test["n"] == len(json.loads((tmp_path / "out" / "cache" / "manifest.json").read_text())["ids"]) - \
         sum(1 for s in json.loads((tmp_path / "out" / "cache" / "manifest.json").read_text())["splits"] if s != "test")
     assert result.chosen["kind"] == "network"
+
+
+def test_a_missing_extra_is_named_not_a_traceback(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['optuna'] = None\n"  # as on a base install without the tune extra
+        "from tellapart.cli import main\n"
+        f"sys.exit(main(['tune', {str(tmp_path)!r}, '--space', 's1_grid', '--out', {str(tmp_path / 'study')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'tellapart[tune]'" in done.stderr and "Traceback" not in done.stderr

@@ -67,9 +67,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "fast": Preset(("cnn_s",), ("none", "shift_rotate_scale"), max_size=48, max_epochs=15, pretrained=False),
-    "balanced": Preset(("cnn_s", "cnn_m"), tuple(AUGMENT_POLICIES), max_size=64, max_epochs=30, pretrained=True),
-    "best": Preset(("cnn_s", "cnn_m"), tuple(AUGMENT_POLICIES), max_size=96, max_epochs=60, pretrained=True),
+    "fast": Preset(("cnn_s",), ("none", "shift_rotate_scale"), max_size=48, max_epochs=20, pretrained=False),
+    "balanced": Preset(("cnn_s", "cnn_m"), tuple(AUGMENT_POLICIES), max_size=64, max_epochs=60, pretrained=True),
+    "best": Preset(("cnn_s", "cnn_m"), tuple(AUGMENT_POLICIES), max_size=96, max_epochs=100, pretrained=True),
 }
 
 

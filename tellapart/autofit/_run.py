@@ -59,7 +59,8 @@ __all__ = ["FitResult", "fit"]
 _PLAN = "plan.json"
 _FINAL_SHARE = 0.5  # of the training time: the last round (one candidate, all of train)
 _FRACTIONS = (1.0, 0.5, 1 / 3, 0.2, 0.1)  # of train, tried largest first for the first round
-_RUN_OVERHEAD_S = 3.0  # seconds a training run costs besides its epochs (model, folder, checkpoints)
+_RUN_OVERHEAD_S = 1.5  # seconds a training run costs besides its epochs (model, folder, checkpoints)
+_EPOCH_OVERHEAD_S = 0.3  # seconds an epoch costs besides its images (checkpoint, metrics, hook)
 _LEADERBOARD_FIELDS = ("rank", "rung", "kind", "model", "round", "fraction", "params", "val_acc", "val_loss", "best_epoch",
                        "epochs", "train_seconds", "images_per_s", "run", "note")  # fmt: skip
 
@@ -240,7 +241,7 @@ def _baselines(cache: Cache, out: Path, cfg: FitConfig, clock: _Clock, progress:
     """Fits (or refits: seconds, deterministic) each classical baseline; scores are kept in baselines/."""
     folder = out / "baselines"
     folder.mkdir(exist_ok=True)
-    cap = 10_000 if cfg.budget_s >= 300 else 4_000  # an RBF SVM costs O(n^2): keep it to a slice of the budget
+    cap = _baseline_rows(cfg)
     fitted = {}
     for name in cfg.baselines:
         if clock.left() < 0.6 * cfg.budget_s and not (folder / f"{name}.json").is_file():
@@ -252,6 +253,12 @@ def _baselines(cache: Cache, out: Path, cfg: FitConfig, clock: _Clock, progress:
         r = model.result
         _say(progress, f"[fit] baseline {name}: val {r.val_acc:.4f} ({r.train_seconds:.1f}s, {r.train_rows:,} train images)")
     return fitted
+
+
+def _baseline_rows(cfg: FitConfig) -> int:
+    """Train images a baseline fits on: an RBF SVM costs O(n^2) to fit and O(n) per prediction, and
+    on all of Fashion-MNIST 10,000 rows took a third of a 5-minute budget (fit, val and test scoring)."""
+    return 10_000 if cfg.budget_s >= 900 else 5_000 if cfg.budget_s >= 300 else 2_500
 
 
 # --------------------------------------------------------------------------- search
@@ -305,14 +312,17 @@ def _search(cache: Cache, cands: list[Candidate], out: Path, cfg: FitConfig, pla
             if k > 0:
                 members = _promote(rows, rounds[k - 1], size, plan)
             time_left = clock.left() - reserve
-            allowance = max(0.0, weights[k] / sum(weights[k:]) * time_left / len(members))
+            total = max(0.0, weights[k] / sum(weights[k:]) * time_left)
             ips = {name: _measured_ips(rows, name) or throughput[name] for name in members}
-            cnn_ips = [v for n, v in ips.items() if not _is_pretrained(by_name[n])] or list(ips.values())
-            fraction, epochs = _fidelity(allowance - _RUN_OVERHEAD_S, min(cnn_ips), n_train, n_val, first=(k == 0 and not final), max_epochs=max_epochs)
-            spec = {"round": k, "members": members, "fraction": round(fraction, 4), "epochs": epochs, "allowance_s": round(allowance, 1),
-                    "planned_with_images_per_s": {n: round(v, 1) for n, v in ips.items()}}
+            fixed = {n: _RUN_OVERHEAD_S + (_feature_seconds(throughput[n], n_train, n_val) if _is_pretrained(by_name[n]) and not (cache.path / "features").is_dir() else 0.0)
+                     for n in members}
+            cnn_ips = {n: v for n, v in ips.items() if not _is_pretrained(by_name[n])}
+            fraction, epochs = _fidelity(total - sum(fixed.values()), cnn_ips, n_train, n_val, first=(k == 0 and not final), max_epochs=max_epochs)
+            allowance = {n: round(fixed[n] + (epochs * _epoch_cost(fraction, cnn_ips[n], n_train, n_val) if n in cnn_ips else 0.0), 1) for n in members}
+            spec = {"round": k, "members": members, "fraction": round(fraction, 4), "epochs": epochs, "round_s": round(total, 1),
+                    "allowance_s": allowance, "planned_with_images_per_s": {n: round(v, 1) for n, v in ips.items()}}
             earlier = _best_full_run(rows, members[0]) if final and k > 0 else None
-            if k > 0 and allowance < _RUN_OVERHEAD_S + _epoch_cost(fraction, min(cnn_ips), n_train, n_val):
+            if k > 0 and cnn_ips and total < sum(fixed.values()) + sum(_epoch_cost(fraction, v, n_train, n_val) for v in cnn_ips.values()):
                 spec["skipped"] = f"{_duration(time_left)} left: not enough for one epoch each"
             elif earlier is not None and (earlier.get("epochs") or 0) >= epochs:
                 spec["skipped"] = f"{members[0]} already trained {earlier['epochs']} epochs on all of train in round {earlier['round']}; the time left allows {epochs}"
@@ -322,7 +332,7 @@ def _search(cache: Cache, cands: list[Candidate], out: Path, cfg: FitConfig, pla
             _say(progress, f"[fit] round {k}: skipped ({spec['skipped']})")
             break
         _say(progress, f"[fit] round {k}: {len(spec['members'])} candidate(s), {spec['epochs']} epoch(s) on {100 * spec['fraction']:.0f}% of train, "
-             f"~{_duration(spec['allowance_s'])} each; {_duration(clock.left())} left")
+             f"~{_duration(spec['round_s'])} in all; {_duration(clock.left())} left")
         for name in spec["members"]:
             if clock.left() - reserve < _RUN_OVERHEAD_S and not (out / "runs" / f"r{k}-{name}" / "summary.json").is_file():
                 plan.setdefault("pruned", []).append({"candidate": name, "round": k, "why": "not started: the budget was spent"})
@@ -348,22 +358,26 @@ def _reserve(cfg: FitConfig, eval_images: int) -> float:
 
 def _epoch_cost(fraction: float, ips: float, n_train: int, n_val: int) -> float:
     """Seconds of one epoch: training on ``fraction`` of train, then scoring val (about 3x faster than training)."""
-    return (fraction * n_train + n_val / 3.0) / max(ips, 1e-6) + 0.5
+    return (fraction * n_train + n_val / 3.0) / max(ips, 1e-6) + _EPOCH_OVERHEAD_S
 
 
-def _fidelity(allowance: float, ips: float, n_train: int, n_val: int, *, first: bool, max_epochs: int) -> tuple[float, int]:
-    """(fraction of train, epochs) for a run of ``allowance`` seconds.
+def _fidelity(seconds: float, ips: Mapping[str, float], n_train: int, n_val: int, *, first: bool, max_epochs: int) -> tuple[float, int]:
+    """(fraction of train, epochs), the same for every member, so that the round's CNN runs fit ``seconds``.
 
     A first round prefers 3+ epochs on part of train (at least 500 images) to one epoch on all
-    of it; later rounds train on all of it.
+    of it; later rounds train on all of it. Members train the same amount, so they compare fairly.
     """
+    if not ips:  # only the pretrained candidate: its epochs are set per run
+        return 1.0, 1
     fractions = [f for f in _FRACTIONS if f == 1.0 or f * n_train >= 500] if first else [1.0]
+
+    def epochs(fraction: float) -> int:
+        return math.floor(seconds / sum(_epoch_cost(fraction, v, n_train, n_val) for v in ips.values()))
+
     for fraction in fractions:
-        epochs = math.floor(allowance / _epoch_cost(fraction, ips, n_train, n_val))
-        if epochs >= 3:
-            return fraction, min(epochs, max_epochs)
-    fraction = fractions[-1]
-    return fraction, max(1, min(max_epochs, math.floor(allowance / _epoch_cost(fraction, ips, n_train, n_val))))
+        if epochs(fraction) >= 3:
+            return fraction, min(epochs(fraction), max_epochs)
+    return fractions[-1], max(1, min(max_epochs, epochs(fractions[-1])))
 
 
 def _measured_ips(rows: Sequence[Mapping[str, Any]], name: str) -> float | None:
@@ -398,21 +412,22 @@ def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out
     config = {**cand.config, "epochs": int(spec["epochs"]), "train_fraction": float(spec["fraction"]), "device": cfg.device}
     extra_s = 0.0
     if _is_pretrained(cand):  # all of train (its features are computed once), and head epochs are cheap
-        config.update(train_fraction=1.0, epochs=max(int(spec["epochs"]), 15))
+        config.update(train_fraction=1.0, epochs=max(int(spec["epochs"]), 15 * (int(spec["round"]) + 1)))
         if not (cache.path / "features").is_dir():
             extra_s = _feature_seconds(float(plan["throughput"][cand.name]), len(cache.indices("train")), len(cache.indices("val")))
     if final_round and int(spec["epochs"]) >= 12:  # a long last run stops once validation loss has stalled for a third of it
         config["early_stopping"] = {**config["early_stopping"], "patience": int(spec["epochs"]) // 3}
     tcfg = config_from_dict(config, f"candidate {cand.name}")
     summary_path = run / "summary.json"
-    record = plan.setdefault("runs", {}).setdefault(name, {"allowance_s": spec["allowance_s"]})
+    allowance = float(spec["allowance_s"][cand.name])
+    record = plan.setdefault("runs", {}).setdefault(name, {"allowance_s": allowance})
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
     else:
         resume = (run / "config.yaml").is_file() or (run / "checkpoints" / "last.pt").is_file()
         started = time.monotonic()
         reserve = _reserve(cfg, len(cache.indices("val")) + len(cache.indices("test")))
-        deadline = started + extra_s + max(1.25 * float(spec["allowance_s"]), 5.0)
+        deadline = started + extra_s + max(1.25 * allowance, 5.0)
         hard = time.monotonic() + clock.left() - reserve
         guard = _DeadlineGuard(min(deadline, hard) if not final_round else hard)
         _say(progress, f"[fit]   {name}: up to {tcfg.epochs} epoch(s)")
@@ -462,7 +477,7 @@ def _test_once(cache: Cache, out: Path, rows: list[dict[str, Any]], chosen: dict
     best_baseline = next((r for r in rows if r["kind"] == "classical"), None)
     if best_baseline is not None:
         name = best_baseline["model"]
-        model = baselines.get(name) or fit_baseline(cache, name, max_train_rows=10_000 if cfg.budget_s >= 300 else 4_000, seed=cfg.seed)
+        model = baselines.get(name) or fit_baseline(cache, name, max_train_rows=_baseline_rows(cfg), seed=cfg.seed)
         compare[f"{name} (classical baseline)"] = model.predict(test_rows)
     runner_up = next((r for r in rows if r["kind"] == "network" and r.get("run") and r["candidate"] != chosen["candidate"]), None)
     if runner_up is not None:
@@ -519,7 +534,7 @@ def _budget_section(plan: Mapping[str, Any], clock: _Clock) -> tuple[str, str]:
     )
     rounds = "".join(
         f"<li>round {r['round']}: {len(r['members'])} candidate(s), {r['epochs']} epoch(s) on {100 * r['fraction']:.0f}% of train, "
-        f"{r['allowance_s']:.0f} s each{html.escape(' — ' + r['skipped']) if r.get('skipped') else ''}</li>"
+        f"{r.get('round_s', 0):.0f} s planned in all{html.escape(' — ' + r['skipped']) if r.get('skipped') else ''}</li>"
         for r in plan.get("rounds", [])
     )
     pruned = "".join(f"<li>{html.escape(p['candidate'])} after round {p['round']}: {html.escape(p['why'])}</li>" for p in plan.get("pruned", []))

@@ -11,7 +11,7 @@ import numpy as np
 from ._decode import Decoded, Preprocess
 from ._dedup import pair_key
 from ._scan import find_duplicates, scan
-from ._sources import PairedSource, Source
+from ._sources import PairedSource, Source, left_out
 
 __all__ = ["CheckReport", "check_source"]
 
@@ -36,6 +36,8 @@ class CheckReport:
     near_duplicates: list[dict[str, Any]]  # {a, b, distance, similarity}: every pair confirmed on the pixels
     cross_split_duplicates: list[dict[str, Any]]  # {a, a_split, b, b_split, kind}, every one
     unpaired: list[str] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # files seen but not images of the dataset, by reason
+    notes: list[dict[str, str]] = field(default_factory=list)  # {id, note}: decoded, but worth a look (e.g. blank after alpha)
     problems: list[str] = field(default_factory=list)  # reasons the data is unusable
     warnings: list[str] = field(default_factory=list)
     near_candidates: int = 0  # pairs close in perceptual hash, compared on the pixels
@@ -75,6 +77,11 @@ class CheckReport:
             for kind, by_pair in sorted(self.cross_split_counts.items()):
                 lines.append(f"    {kind}: " + ", ".join(f"{key} {n}" for key, n in sorted(by_pair.items())))
             lines += [f"    {d['a']} [{d['a_split']}] ~ {d['b']} [{d['b_split']}]" for d in self.cross_split_duplicates[:10]]
+        if self.left_out:
+            lines.append(f"  left out {sum(self.left_out.values())} file(s) that are not images: "
+                         + ", ".join(f"{why} {n}" for why, n in self.left_out.items()))
+        if self.notes:
+            lines.append(f"  notes on {len(self.notes)} image(s), e.g. {self.notes[0]['id']}: {self.notes[0]['note']}")
         if self.unpaired:
             lines.append(f"  files without a twin: {len(self.unpaired)}, e.g. {', '.join(self.unpaired[:5])}")
         lines += [f"WARNING: {w}" for w in self.warnings]
@@ -146,6 +153,8 @@ def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, p
         near_candidates=dups.candidates,
         cross_split_counts=cross_counts,
         unpaired=unpaired,
+        left_out=left_out(source),
+        notes=[{"id": items[i].id, "note": str(decoded[i].note)} for i in readable if decoded[i].note],
         problems=problems,
         warnings=warnings,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import multiprocessing.pool
 import os
@@ -83,7 +84,7 @@ def scan(
                 index = len(results)
                 if on_result is not None:
                     on_result(index, d)
-                results.append(Decoded(None, d.width, d.height, d.mode, d.format, d.content_hash, d.phash, d.error))
+                results.append(dataclasses.replace(d, pixels=None))  # every field but the pixels, notes included
             bar.update(len(chunk))
 
     try:
