@@ -206,3 +206,51 @@ def test_a_missing_extra_is_named_not_a_traceback(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "pip install 'tellapart[tune]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def _write_format(kind: str, easy: Path, root: Path) -> tuple[Path, list[str]]:
+    """``easy``'s images in another source format; returns the source and extra CLI options."""
+    import pickle
+    import shutil
+    import zipfile
+
+    from PIL import Image
+
+    from _images import write_cifar_batch
+
+    files = sorted(easy.rglob("*.png"))
+    if kind == "csv":
+        shutil.copytree(easy, root / "images")
+        (root / "list.csv").write_text("path,label\n" + "".join(f"images/{p.relative_to(easy)},{p.parent.name}\n" for p in files))
+        return root / "list.csv", []
+    if kind == "zip":
+        with zipfile.ZipFile(root / "easy.zip", "w") as z:
+            for p in files:
+                z.write(p, f"easy/{p.relative_to(easy)}")
+        return root / "easy.zip", []
+    if kind == "paired":  # each "left" image's twin is its mirror in "right" (same stem)
+        for k, p in enumerate(sorted((easy / "left").glob("*.png"))):
+            for side, img in (("face", Image.open(p)), ("comics", Image.open(p).transpose(Image.Transpose.FLIP_LEFT_RIGHT))):
+                (root / "pairs" / side).mkdir(parents=True, exist_ok=True)
+                img.save(root / "pairs" / side / f"{k:03d}.png")
+        return root / "pairs", ["--kind", "paired"]
+    folder = root / "cifar-10-batches-py"  # cifar: 32x32 RGB batches, its own test batch
+    folder.mkdir()
+    images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 32))) for p in files])
+    labels = [0 if p.parent.name == "left" else 1 for p in files]
+    order = np.random.default_rng(0).permutation(len(files))
+    write_cifar_batch(folder / "data_batch_1", images[order[:64]], [labels[i] for i in order[:64]])
+    write_cifar_batch(folder / "test_batch", images[order[64:]], [labels[i] for i in order[64:]])
+    names = [b"left", b"right"] + [f"unused{k}".encode() for k in range(8)]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+    return root, []
+
+
+@pytest.mark.parametrize("kind", ["csv", "zip", "cifar", "paired"])
+def test_fit_runs_end_to_end_on_each_source_format(kind: str, easy: Path, tmp_path: Path) -> None:
+    source, extra = _write_format(kind, easy, tmp_path)
+    out = tmp_path / "fit"
+    assert main(["fit", str(source), "--out", str(out), "--budget", "45s", "--baselines", "logreg", *QUICK, *extra]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n"] > 0
+    assert json.loads((out / "plan.json").read_text())["status"] == "done"

@@ -35,7 +35,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -429,9 +429,11 @@ def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out
         reserve = _reserve(cfg, len(cache.indices("val")) + len(cache.indices("test")))
         deadline = started + extra_s + max(1.25 * allowance, 5.0)
         hard = time.monotonic() + clock.left() - reserve
-        guard = _DeadlineGuard(min(deadline, hard) if not final_round else hard)
+        # one line per run, and per epoch of the last round; train's own bars would print every batch of every run
+        say = (lambda text: _say(progress, f"[fit]     {name} {text}")) if final_round else None
+        guard = _DeadlineGuard(min(deadline, hard) if not final_round else hard, say=say, epochs=tcfg.epochs)
         _say(progress, f"[fit]   {name}: up to {tcfg.epochs} epoch(s)")
-        summary = train(cache, tcfg, run, resume=resume, on_epoch_end=guard, progress=progress, tensorboard=final_round).summary
+        summary = train(cache, tcfg, run, resume=resume, on_epoch_end=guard, progress=False, tensorboard=final_round).summary
         record["seconds"] = round(record.get("seconds", 0.0) + time.monotonic() - started, 2)
         if guard.stopped_at is not None:
             record["stopped_by_budget"] = f"after epoch {guard.stopped_at} of {tcfg.epochs}: the next epoch would pass the run's time"
@@ -449,12 +451,15 @@ def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out
 class _DeadlineGuard:
     """``on_epoch_end``: stops a run when its next epoch (timed like the last) would pass ``deadline``."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, *, say: Callable[[str], None] | None = None, epochs: int = 0) -> None:
         self.deadline, self.last, self.stopped_at = deadline, time.monotonic(), None  # type: ignore[var-annotated]
+        self.say, self.epochs = say, epochs
 
     def __call__(self, epoch: int, row: Mapping[str, Any]) -> bool:
         now = time.monotonic()
         took, self.last = now - self.last, now
+        if self.say is not None and row.get("val_acc") is not None:
+            self.say(f"epoch {epoch}/{self.epochs}: val acc {row['val_acc']:.4f}, loss {row['val_loss']:.4f} ({took:.1f} s)")
         if now + took > self.deadline:
             self.stopped_at = epoch
             return True
