@@ -19,7 +19,7 @@ from ._config import TrainConfig
 from ._device import Runtime
 from ._schedule import lr_at
 
-__all__ = ["TrainState", "EvalResult", "Feeder", "train_one_epoch", "evaluate", "compute_loss", "logits_to_probs"]
+__all__ = ["TrainState", "EvalResult", "Feeder", "train_one_epoch", "train_step", "evaluate", "compute_loss", "logits_to_probs"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,29 @@ def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, 1)
 
 
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    runtime: Runtime,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    label_smoothing: float,
+    class_weights: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a batch (forward under the runtime's autocast, loss, backward); (logits, loss).
+
+    The one training step: the epoch loop, the LR range test and the throughput probe all take it.
+    """
+    with runtime.autocast():
+        logits = model(x)
+    loss = compute_loss(logits, y, label_smoothing=label_smoothing, class_weights=class_weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
+
+
 def _predicted(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
 
@@ -118,12 +141,7 @@ def train_one_epoch(
         lr = lr_at(state.step, total_steps, steps_per_epoch, cfg.optim.lr, cfg.schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        with feeder.runtime.autocast():
-            logits = model(x)
-        loss = compute_loss(logits, y, label_smoothing=cfg.label_smoothing, class_weights=class_weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logits, loss = train_step(model, optimizer, feeder.runtime, x, y, label_smoothing=cfg.label_smoothing, class_weights=class_weights)
         n = len(labels)
         sums["loss"] += float(loss.detach()) * n
         sums["correct"] += float((_predicted(logits.detach()) == y).sum())

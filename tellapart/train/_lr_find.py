@@ -24,7 +24,7 @@ from tellapart.data import Cache, epoch_order, iter_batches
 
 from ._config import TrainConfig
 from ._fit import _build_optimizer, _class_weights, build_model_for, feeder_for, nested_subset, runtime_for
-from ._loop import Feeder, compute_loss
+from ._loop import Feeder, train_step
 
 __all__ = ["LRFinderResult", "find_lr", "range_test_lr", "suggest_lr"]
 
@@ -140,12 +140,7 @@ def _range_test(
         lr = range_test_lr(step, steps, start_lr, end_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with runtime.autocast():
-            logits = model(x)
-        loss = compute_loss(logits, y, label_smoothing=cfg.label_smoothing, class_weights=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        _, loss = train_step(model, optimizer, runtime, x, y, label_smoothing=cfg.label_smoothing, class_weights=weights)
         value = float(loss.detach())
         if not math.isfinite(value):
             diverged = True

@@ -16,7 +16,7 @@ from tellapart.data import Cache, iter_batches
 from ._augment import augment_batch
 from ._config import TrainConfig
 from ._fit import _build_optimizer, build_model_for, feeder_for, runtime_for
-from ._loop import compute_loss
+from ._loop import train_step
 
 __all__ = ["measure_inference", "measure_throughput"]
 
@@ -45,12 +45,7 @@ def measure_throughput(cache: Cache, cfg: TrainConfig, *, steps: int = 6, warmup
             y = torch.from_numpy(labels).to(runtime.device)
             if cfg.augment.enabled:
                 x = augment_batch(x, cfg.augment, gen, black=black)
-            with runtime.autocast():
-                logits = model(x)
-            loss = compute_loss(logits, y, label_smoothing=cfg.label_smoothing, class_weights=None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(model, optimizer, runtime, x, y, label_smoothing=cfg.label_smoothing, class_weights=None)
             if k >= warmup:
                 seen += len(labels)
         if runtime.device.type == "cuda":
