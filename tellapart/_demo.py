@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from tellapart._log import say as _say
 from tellapart.data import SynthConfig, open_source, synth_faces
 from tellapart.autofit import FitConfig, FitResult, fit
 
@@ -30,8 +30,3 @@ def run_demo(
         _say(progress, f"[demo] reusing the images in {data}")
     _say(progress, f"[demo] tellapart fit {data} --budget {budget_s:g}s: pairs kept within one split")
     return fit(open_source(data, kind="paired"), out / "fit", FitConfig(budget_s=budget_s, seed=seed), progress=progress)
-
-
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)

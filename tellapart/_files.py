@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
 import json
+import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tellapart._errors import UserError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "storage_error", "write_table", "rank_by_validation", "STORAGE_ERRNOS"]
+__all__ = ["atomic_output", "atomic_write", "atomic_write_bytes", "commit_file", "storage_error", "write_table", "rank_by_validation", "leaderboard_key", "STORAGE_ERRNOS"]
 
 #: Write failures that are the storage's fault, not the program's: full disk, quota, I/O error.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
@@ -56,21 +58,49 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     A failed write (a full disk) removes the temporary file, keeps the previous ``path`` as it was,
     and raises a UserError naming the path and the space needed.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path, needed=len(data)) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, *, needed: int | None = None) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write (by any library: ``torch.save``, ``onnx.save``,
+    ``safetensors``); on success it is synced to disk and renamed over ``path``.
+
+    The one atomic-write routine: on any failure the temporary file is removed and ``path`` keeps
+    its previous content; a full disk becomes a UserError naming the path (and ``needed`` bytes).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        commit_file(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno in STORAGE_ERRNOS:
-            raise storage_error(exc, path, len(data)) from None
+            raise storage_error(exc, path, needed) from None
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """Syncs the written file ``tmp`` and renames it over ``path``, then syncs the folder (the rename itself)."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # a folder that cannot be opened (some filesystems): the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_table(out: Path, stem: str, rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> None:
@@ -83,10 +113,24 @@ def write_table(out: Path, stem: str, rows: Sequence[Mapping[str, Any]], fields:
     atomic_write(out / f"{stem}.json", json.dumps(list(rows), indent=2, default=str))
 
 
-def rank_by_validation(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows ranked by validation accuracy (ties: lower validation loss, then their order), ``rank`` first."""
-    def loss(r: Mapping[str, Any]) -> float:  # none recorded (an SVM's) loses ties to a recorded one
-        return float("inf") if r.get("val_loss") is None else float(r["val_loss"])
+def leaderboard_key(row: Mapping[str, Any], value_key: str = "val_acc") -> tuple[Any, ...]:
+    """The one order of leaderboard rows, best first: files, tables and charts all sort by it.
 
-    ranked = sorted(rows, key=lambda r: (r.get("val_acc") is None, -(r.get("val_acc") or 0.0), loss(r)))
+    Higher ``value_key`` first; ties: lower validation loss, then fewer training seconds, then the
+    name, so equal scores never come out in a different order in the chart and in the table.
+    A missing value (an SVM records no loss, a failed run no accuracy) loses ties to a recorded one.
+    """
+    def number(key: str) -> float:
+        value = row.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else math.inf
+
+    value = row.get(value_key)
+    scored = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    name = str(row.get("name") or row.get("rung") or "")
+    return (not scored, -float(value) if scored else 0.0, number("val_loss"), number("train_seconds"), name)
+
+
+def rank_by_validation(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows ranked by :func:`leaderboard_key` on validation accuracy, ``rank`` first."""
+    ranked = sorted(rows, key=leaderboard_key)
     return [{"rank": k, **r} for k, r in enumerate(ranked, 1)]

@@ -32,13 +32,15 @@ DRIVER = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     import numpy as np, torch
-    import tellapart.train._fit as fit
+    import tellapart.runs as runs
+    import tellapart.train._checkpointer as checkpointer
+    import tellapart.train._epochs as epoch_loop
     from tellapart.train import config_from_dict, train
 
     cache, out, log, epochs, crash_after = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     rank = int(os.environ["RANK"])
     seen_shards, writes = [], []
-    real_shard, real_save, real_write = fit.shard_order, fit.save_checkpoint, fit.atomic_write
+    real_shard, real_save, real_write = epoch_loop.shard_order, checkpointer.save_checkpoint, runs.atomic_write
 
     def shard(order, r, w):
         rows = real_shard(order, r, w)
@@ -51,7 +53,8 @@ DRIVER = textwrap.dedent(
     def write(path, text):
         writes.append(str(path)); real_write(path, text)
 
-    fit.shard_order, fit.save_checkpoint, fit.atomic_write = shard, save, write
+    epoch_loop.shard_order, checkpointer.save_checkpoint = shard, save
+    runs.atomic_write = epoch_loop.atomic_write = write  # run-folder files and the curves
 
     def hook(epoch, row):
         if epoch == crash_after:

@@ -714,7 +714,7 @@ BAD: tuple[tuple[str, tuple[Arg, ...], str], ...] = (
     ("train: --resume with nothing", ("train", lambda w: str(w.cache), "--out", _w("r7"), "--resume", "--quiet"), "nothing to resume"),
     ("train: into a used folder", ("train", lambda w: str(w.cache), "--out", lambda w: str(w.run), "--quiet"), "already holds files"),
     ("train: --resume, config cut short", ("train", lambda w: str(w.cache), "--out",
-                                           _run_with(lambda r: ((r / "checkpoints" / "last.pt").unlink(),
+                                           _run_with(lambda r: ((r / "checkpoints" / "last.pt").unlink(), (r / "summary.json").unlink(),
                                                                 (r / "config.yaml").write_text("model:\n  name: cnn\n"))),
                                            "--resume", "--quiet"), "config.yaml"),  # fmt: skip
     ("train: --resume, corrupt last.pt", ("train", lambda w: str(w.cache), "--out",

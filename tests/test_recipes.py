@@ -73,7 +73,7 @@ def test_protocol_settings_of_the_seeds() -> None:
     s0 = load_recipe("s0_faces_ladder")
     assert (s0.prepare.size, s0.prepare.grayscale, round(s0.prepare.test, 6)) == (64, False, round(1 / 6, 6))
     assert s0.base["normalize"] == "unit" and s0.base["single_logit"] is True and s0.base["epochs"] == 20
-    assert [r.name for r in s0.steps[0].rungs] == ["linear", "mlp", "mlp_dropout", "cnn"]  # type: ignore[union-attr]
+    assert [r.name for r in s0.steps[0].rungs] == ["linear", "mlp", "mlp_dropout", "s0_cnn"]  # type: ignore[union-attr]
     s1 = load_recipe("s1_grid_rounds")
     assert (s1.prepare.size, s1.prepare.grayscale) == (150, True) and s1.steps[1].space == "s1_grid"  # type: ignore[union-attr]
     s2 = load_recipe("s2_two_stage")
@@ -108,8 +108,13 @@ def test_quick_overrides_merge_per_step_and_per_rung() -> None:
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"epoch": 3}, r"unknown key\(s\) \['epoch'\]"),
-        ({"prepare": {"size": 64, "colour": True}}, r"prepare: unknown key\(s\) \['colour'\]"),
+        ({"epoch": 3}, r"recipe t: unknown key\(s\) epoch \(expected some of: base, baseline, description"),
+        ({"prepare": {"size": 64, "colour": True}}, r"prepare: unknown key\(s\) colour \(expected some of: fit, grayscale"),
+        ({"prepare": {"size": "big"}}, "prepare: size must be an integer, got 'big'"),
+        ({"source": {"pair_dirs": ["a"]}}, "source.pair_dirs"),
+        ({"steps": [{"tune": {"space": "s1_grid", "trials": 0}}]}, r"step 1 \(tune\): trials must be a positive integer"),
+        ({"steps": [{"train": {"config": {}, "epochs": 3}}]}, r"step 1 \(train\): unknown key\(s\) epochs"),
+        ({"steps": [{"ladder": {"rungs": [{"name": "a", "confg": {}}]}}]}, r"unknown key\(s\) rungs\[1\].confg"),
         ({"prepare": {"test": "a sixth"}}, "prepare.test must be a share"),
         ({"steps": [{"fit": {}}]}, "must be one of ladder:, tune: or train:"),
         ({"baseline": "nope"}, "baseline 'nope' is no rung or step"),

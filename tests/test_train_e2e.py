@@ -243,11 +243,11 @@ def test_cnn_beats_linear_on_synthetic_faces(tmp_path: Path) -> None:
     cache = prepare(open_source(tmp_path / "faces"), tmp_path / "cache", PrepareConfig(preprocess=Preprocess(size=32), workers=1), progress=False)
     rungs = (
         Rung("linear", {"model": {"name": "linear"}, "optim": {"name": "sgd", "lr": 0.01}}),
-        Rung("cnn", {"model": {"name": "s0_faces_cnn"}}),
+        Rung("s0_cnn", {"model": {"name": "s0_faces_cnn"}}),
     )
     rows = run_ladder(cache, tmp_path / "ladder", rungs=rungs, base={**LADDER_BASE, "epochs": 6, "batch_size": 32}, progress=False)
     acc = {r["rung"]: r["val_acc"] for r in rows}
-    assert acc["cnn"] > acc["linear"], acc
+    assert acc["s0_cnn"] > acc["linear"], acc
 
 
 # --------------------------------------------------------------------------- CLI

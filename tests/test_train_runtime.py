@@ -10,7 +10,7 @@ from _fixtures_train import TINY_CNN, easy_cache, easy_images, fast_config  # no
 
 from tellapart.data import Cache
 from tellapart.models import create_model
-from tellapart.train import _device, _fit, resolve_runtime, train
+from tellapart.train import _builders, _device, resolve_runtime, train
 from tellapart.train._device import mostly_grouped_convs
 
 
@@ -62,5 +62,5 @@ def test_train_passes_the_conv_kind_to_the_precision_choice(
 ) -> None:
     cfg = fast_config(*TINY_CNN, "precision=auto", epochs=1)
     assert train(easy_cache, cfg, tmp_path / "plain", progress=False).summary["precision"] == "bf16"
-    monkeypatch.setattr(_fit, "mostly_grouped_convs", lambda model: True)
+    monkeypatch.setattr(_builders, "mostly_grouped_convs", lambda model: True)
     assert train(easy_cache, cfg, tmp_path / "depthwise", progress=False).summary["precision"] == "fp32"

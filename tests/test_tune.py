@@ -50,8 +50,8 @@ def _fake_train(score: Any, calls: list[dict[str, Any]] | None = None):  # type:
 
     def fake(cache, cfg, out, *, resume, on_epoch_end, progress, init_state_dict, train_splits):  # type: ignore[no-untyped-def]
         out = Path(out)
-        rung = int(out.name.split("-")[1]) if out.name.startswith("rung-") else 0
-        trial = int((out.parent if out.name.startswith("rung-") else out).name)
+        rung = int(out.name.split("-")[1]) if out.name.startswith("level-") else 0
+        trial = int((out.parent if out.name.startswith("level-") else out).name)
         if calls is not None:
             calls.append({"out": out, "fraction": cfg.train_fraction, "epochs": cfg.epochs, "init": init_state_dict, "splits": train_splits})
         save_checkpoint(out / "checkpoints" / "best.pt", {"state_dict": {"w": torch.tensor([float(rung)])}})
@@ -86,6 +86,35 @@ def test_space_errors_name_the_key(tmp_path: Path) -> None:
     other = {**GRID_8, "base": {"model": {"name": "grid_cnn"}, "epochs": 3}}
     with pytest.raises(UserError, match="another search space .*base"):
         open_study(load_spaces(other, name="s")[0], url, heartbeat_interval=1)
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"bogus": 1}, r"space s: unknown key\(s\) bogus \(expected some of: base, direction, fidelity"),
+        ({"space": {"model.args.width": {"type": "int", "low": 1, "high": 2, "lg": True}}}, r"unknown key\(s\) space\[model.args.width\].lg"),
+        ({"space": {"model.args.width": {"type": "int", "low": True, "high": 2}}}, r"space\[model.args.width\].low must be a number"),
+        ({"space": {"model.args.width": {"type": "int", "low": 1.5, "high": 2}}}, "model.args.width: an int range needs whole-number low and high"),
+        ({"space": {"model.args.width": {"low": 1, "high": 2}}}, r"space\[model.args.width\].type is required"),
+        ({"metric": "acc"}, "metric must be one of val_acc, val_loss"),
+        ({"trials": 0}, "space s: trials must be a positive integer"),
+        ({"fidelity": {"kind": "epochs", "fractions": [0.5, 1.0]}}, "fidelity.fractions applies to kind: data only"),
+        ({"fidelity": {"kind": "data", "fractions": [0.5, 0.3]}}, "fidelity.fractions must increase"),
+        ({"stages": [{"name": "a", "spaec": {}}]}, r"unknown key\(s\) stages\[1\].spaec"),
+        ({"stages": [{"name": "a"}, {"name": "a"}]}, "stage names must be unique"),
+    ],
+)
+def test_space_files_are_loaded_strictly(patch: dict[str, Any], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_spaces({**GRID_8, **patch}, name="s")
+
+
+def test_a_study_from_before_levels_were_named_resumes_its_rung_folders(tmp_path: Path) -> None:
+    from tellapart.tune._rounds import level_dir
+
+    assert level_dir(tmp_path, 0) == tmp_path / "level-0"
+    (tmp_path / "rung-1").mkdir()
+    assert level_dir(tmp_path, 1) == tmp_path / "rung-1"  # kept, so its finished run is read back, not retrained
 
 
 def test_bundled_spaces_are_the_seed_searches() -> None:
@@ -192,7 +221,7 @@ def test_synchronous_halving_promotes_the_best_of_each_whole_round(tmp_path: Pat
 def test_synchronous_halving_needs_data_rungs_and_a_round_size(tmp_path: Path) -> None:
     from tellapart.tune._study import default_target
 
-    with pytest.raises(UserError, match="synchronous_halving promotes between data rungs"):
+    with pytest.raises(UserError, match="synchronous_halving promotes between data levels"):
         load_spaces({**GRID_8, "pruner": {"name": "synchronous_halving"}, "fidelity": {"kind": "epochs"}})
     with pytest.raises(UserError, match="reduction_factor must be an integer >= 2"):
         load_spaces({**GRID_8, "pruner": {"name": "synchronous_halving", "reduction_factor": 1}, "fidelity": {"kind": "data", "fractions": [0.5, 1.0]}})
@@ -404,7 +433,7 @@ def test_two_workers_share_synchronous_halving_rounds(tmp_path: Path) -> None:
     assert min(t.datetime_start for t in second) >= max(t.datetime_complete for t in first)
     assert all(t.state == TrialState.FAIL for t in study.get_trials() if "duplicate_of" in t.user_attrs)
     # every rung of every configuration trained exactly once, by one of the two workers
-    logs = sorted((tmp_path / "study" / "trials").glob("*/rung-*/trained.log"))
+    logs = sorted((tmp_path / "study" / "trials").glob("*/level-*/trained.log"))
     assert len(logs) == 8 + 4 and all(len(log.read_text().split()) == 1 for log in logs)
     assert len({log.read_text() for log in logs}) == 2 and min(runs) >= 1
 

@@ -172,7 +172,7 @@ class ShardSet:
                 f"machine's node rank matches the part it holds (--node-rank with --rdzv-backend static)"
             )
         cache = Cache(folder)
-        if cache.manifest.get("shard", {}).get("set_fingerprint") != self.fingerprint:
+        if cache.info.set_fingerprint != self.fingerprint:
             raise UserError(f"{folder} belongs to another shard set than {self.path / SHARDS}; copy both from the same 'data shard' run")
         return cache
 

@@ -2,6 +2,7 @@
 
 from tellapart.evaluate._compare import PairedComparison, comparison_section, paired_comparison
 from tellapart.evaluate._evaluate import evaluate_run, run_cache
+from tellapart.evaluate._ledger import UNFINISHED_NOTE, TestLedger
 from tellapart.evaluate._metrics import (
     classification_metrics,
     expected_calibration_error,
@@ -18,6 +19,8 @@ from tellapart.evaluate._report import ReportInputs, format_accuracy, render_rep
 __all__ = [
     "PairedComparison",
     "ReportInputs",
+    "TestLedger",
+    "UNFINISHED_NOTE",
     "comparison_section",
     "paired_comparison",
     "classification_metrics",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,13 @@ import yaml
 from PIL import Image
 
 from tellapart._errors import UserError
-from tellapart.data import Cache, ShardSet, is_shard_set
-from tellapart.train import Feeder, evaluate, load_model, read_metrics, resolve_runtime
+from tellapart.data import Cache, ShardSet, is_shard_set, label_issues_section, read_label_issues
 from tellapart._files import atomic_write
+from tellapart.runs import RunDir
+from tellapart.train import Feeder, evaluate, load_model, read_metrics, resolve_runtime
 
 from ._compare import comparison_section, comparisons_json, paired_comparison
+from ._ledger import TestLedger
 from ._metrics import classification_metrics
 from ._report import ReportInputs, write_report
 
@@ -38,7 +39,7 @@ def run_cache(run: Path, cache: str | Path | None = None) -> Cache:
     """
     if cache is not None:
         return _open_cache(cache)
-    config = run / "config.yaml"
+    config = RunDir(run).config
     if not config.is_file():
         raise UserError(f"{run} has no config.yaml; pass the cache with --cache")
     path = (yaml.safe_load(config.read_text()) or {}).get("cache")
@@ -49,15 +50,6 @@ def run_cache(run: Path, cache: str | Path | None = None) -> Cache:
 
 def _open_cache(path: str | Path) -> Cache:
     return ShardSet(path).first_present() if is_shard_set(path) else Cache(path)
-
-
-def _record_test_read(run: Path, split: str, n: int, accuracy: float) -> int:
-    """Appends this read to ``test_reads.json``; returns how many reads of ``split`` there have been."""
-    path = run / "test_reads.json"
-    reads = json.loads(path.read_text()) if path.is_file() else []
-    reads.append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "split": split, "n": n, "accuracy": accuracy})
-    atomic_write(path, json.dumps(reads, indent=2))
-    return sum(1 for r in reads if r["split"] == split)
 
 
 def _thumbnail(cache: Cache, row: int) -> bytes:
@@ -128,6 +120,7 @@ def evaluate_run(
     compare: Mapping[str, np.ndarray] | None = None,
     extra_sections: Sequence[tuple[str, str]] = (),
     warnings: Sequence[str] = (),
+    allow_unfinished: bool = False,
 ) -> dict[str, Any]:
     """Evaluates the best checkpoint of ``run`` on ``split``; writes metrics.json and report.html.
 
@@ -143,29 +136,30 @@ def evaluate_run(
             in ``metrics["comparisons"]``.
         extra_sections: (title, trusted HTML) sections for the report (e.g. how a budget was spent).
         warnings: lines the reader must see, shown with the report's own warnings.
+        allow_unfinished: test a run whose training has not finished (no summary.json); the report
+            says so. Without it such a run is refused (:class:`TestLedger`).
     """
     run = Path(run)
     loaded = load_model(run)
     data = run_cache(run, cache)
-    trained_on = {data.fingerprint, data.manifest.get("shard", {}).get("set_fingerprint", data.fingerprint)}  # a part stands for its set
+    ledger = TestLedger(data, RunDir(run))
+    unfinished = ledger.unfinished(allow=allow_unfinished) if split != "train" else None
+    trained_on = {data.fingerprint, data.info.set_fingerprint}  # a part stands for its set
     if loaded.checkpoint.get("cache_fingerprint") not in trained_on:
         raise UserError(f"{data.path} is not the cache {run} was trained on; pass the right one with --cache")
     # fp32 for the record: metrics should not depend on the speed settings used in training
     runtime = resolve_runtime("cpu", "fp32", "on" if loaded.preprocess.get("channels_last") else "off", 0, is_conv=True)
     pre = loaded.preprocess
     feeder = Feeder(data.pixels, data.labels, tuple(pre["mean"]), tuple(pre["std"]), runtime)
-    rows = data.indices(split)
-    if len(rows) == 0:
-        raise UserError(f"the {split} split of {data.path} is empty")
+    rows = ledger.rows(split, allow_unfinished=True)  # (refused above when not allowed)
     result = evaluate(loaded.model, feeder, rows)
     ids = [data.ids[r] for r in result.rows]
     metrics = classification_metrics(result.probs, result.labels, loaded.class_names, ids=ids)
-    reads = _record_test_read(run, split, len(rows), metrics["accuracy"])
+    reads = ledger.record(split, len(rows), metrics["accuracy"])
     comparisons = [paired_comparison(result.labels, result.probs.argmax(1), np.asarray(pred), name) for name, pred in (compare or {}).items()]
     if comparisons:
         metrics["comparisons"] = comparisons_json(comparisons)
-    out_dir = Path(report_dir) if report_dir else run
-    suffix = "" if split == "test" else f"-{split}"
+    out_dir = RunDir(Path(report_dir) if report_dir else run)
     record = {
         **metrics,
         "split": split,
@@ -174,35 +168,51 @@ def evaluate_run(
         "best_epoch": loaded.checkpoint.get("epoch"),
         "cache": str(data.path),
         "reads_of_split": reads,
+        **({"unfinished": unfinished} if unfinished else {}),
     }
-    atomic_write(out_dir / f"metrics{suffix}.json", json.dumps(record, indent=2))
+    atomic_write(out_dir.evaluation(split), json.dumps(record, indent=2))
     thumbnails = {m["index"]: _thumbnail(data, int(result.rows[m["index"]])) for m in metrics["most_confident_mistakes"]}
     leakage = _leakage_warnings(data, split)
-    warnings = [*warnings, *leakage]
+    warnings = [*warnings, *leakage, *([f"{unfinished}: its numbers are not those of the finished model"] if unfinished else [])]
     if reads > 1:
-        warnings.append(
-            f"this model has read the {split} split {reads} times; only the first reading is an unbiased estimate"
-        )
-    config = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    env_path = run / "environment.json"
+        warnings.append(f"this model has read the {split} split {reads} times; only the first reading is an unbiased estimate")
+    config, environment = _run_record(RunDir(run))
     inputs = ReportInputs(
         title=title or f"{run.name} · {loaded.checkpoint['model']['name']} · {split}",
         metrics=metrics,
         history=read_metrics(run),
         thumbnails=thumbnails,
         config=config,
-        environment=json.loads(env_path.read_text()) if env_path.is_file() else {},
+        environment=environment,
         leaderboard=leaderboard_rows(leaderboard) if leaderboard else (),
         warnings=warnings,
         duplicate_pairs=_leakage_pairs(data, split) if leakage else (),
-        extra_sections=[*([comparison_section(loaded.checkpoint["model"]["name"], comparisons)] if comparisons else []), *extra_sections],
+        extra_sections=[
+            *([comparison_section(loaded.checkpoint["model"]["name"], comparisons)] if comparisons else []),
+            *_label_issue_sections(data),
+            *extra_sections,
+        ],
         notes={
             "split": f"{split} ({len(rows)} images, never used for model selection)" if split == "test" else split,
             "reads of this split": str(reads),
-            "model": f"{loaded.checkpoint['model']['name']} (best epoch {loaded.checkpoint.get('epoch')} on validation)",
+            "model": f"{loaded.checkpoint['model']['name']} (best epoch {loaded.checkpoint.get('epoch')} on validation)"
+                     + (f"; {unfinished}" if unfinished else ""),
             "cache": str(data.path),
             **(notes or {}),
         },
     )
-    record["report"] = str(write_report(out_dir / f"report{suffix}.html", inputs))
+    record["report"] = str(write_report(out_dir.report(split), inputs))
     return record
+
+
+def _label_issue_sections(cache: Cache) -> list[tuple[str, str]]:
+    """The likely label errors ``tellapart data issues`` found in this cache, when it was run on it."""
+    issues = read_label_issues(cache)
+    return [label_issues_section(issues, cache)] if issues is not None else []
+
+
+def _run_record(run: RunDir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's resolved config and environment ledger, for the report (empty when absent)."""
+    config = yaml.safe_load(run.config.read_text()) if run.config.is_file() else {}
+    environment = json.loads(run.environment.read_text()) if run.environment.is_file() else {}
+    return config or {}, environment

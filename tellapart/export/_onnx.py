@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from tellapart._errors import UserError
+from tellapart._files import commit_file
 from tellapart.data import to_tensor
 from tellapart.train import load_model, logits_to_probs
 
@@ -142,9 +143,9 @@ def export_onnx(
     result = ExportResult(out_path, diff, PARITY_ATOL, len(pixels), inputs, said)
     if not result.ok:
         failed = out_path.with_name(f"{out_path.stem}.parity-failed{out_path.suffix}")
-        os.replace(tmp, failed)
+        commit_file(tmp, failed)
         return dataclasses.replace(result, path=failed)
-    os.replace(tmp, out_path)
+    commit_file(tmp, out_path)
     return result
 
 

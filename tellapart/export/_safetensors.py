@@ -16,7 +16,6 @@ Export folder::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import torch
 
 from tellapart._errors import UserError
+from tellapart._files import atomic_output, atomic_write
+from tellapart.runs import RunDir
 from tellapart.train import LoadedModel, load_model
 
 __all__ = ["CONFIG_FORMAT", "SafetensorsExport", "export_safetensors", "is_export", "read_export"]
@@ -100,12 +101,9 @@ def export_safetensors(run: str | Path, out: str | Path | None = None) -> Safete
         state = _to_timm(state, classifier)
     config = _config(loaded, layout, classifier, run)
     weights, cfg_path = folder / _WEIGHTS, folder / _CONFIG
-    tmp = weights.with_name(f".{weights.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata={"format": "pt", "tellapart.layout": layout})
-    os.replace(tmp, weights)
-    tmp = cfg_path.with_name(f".{cfg_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, cfg_path)
+    with atomic_output(weights) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "tellapart.layout": layout})
+    atomic_write(cfg_path, json.dumps(config, indent=2))
     return SafetensorsExport(folder, weights, cfg_path, layout)
 
 
@@ -166,7 +164,7 @@ def _config(loaded: LoadedModel, layout: str, classifier: str | None, run: Path)
 
 def _test_record(run: Path) -> dict[str, Any] | None:
     """The run's test accuracy and interval (its metrics.json), so the export carries its model card."""
-    path = (run if run.is_dir() else run.parent.parent) / "metrics.json"
+    path = RunDir(run if run.is_dir() else run.parent.parent).evaluation()
     try:
         record = json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):

@@ -18,8 +18,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from tellapart._errors import UserError
-from tellapart.data import Preprocess, decode, to_tensor
-from tellapart.data._sources import _is_image_name
+from tellapart.data import Preprocess, decode, is_image_name, to_tensor
+from tellapart.runs import RunDir
 from tellapart.train import LoadedModel, load_model, logits_to_probs
 
 from ._resolve import resolve_run
@@ -145,7 +145,7 @@ def load(path: str | Path) -> Predictor:
     if is_export(p):
         return Predictor(read_export(p), model_id=_model_id(p / "model.safetensors", p.name), source=p, note=f"{p}: export folder")
     run, note = resolve_run(p)
-    weights = run if run.is_file() else run / "checkpoints" / "best.pt"
+    weights = run if run.is_file() else RunDir(run).best
     return Predictor(load_model(run), model_id=_model_id(weights, run.stem if run.is_file() else run.name), source=run, note=note)
 
 
@@ -174,7 +174,7 @@ def expand_paths(inputs: Iterable[str]) -> list[Path]:
             raise UserError(f"no file matches {item!r}")
         for m in matches:
             if m.is_dir():
-                found.extend(sorted(p for p in m.rglob("*") if p.is_file() and _is_image_name(p.name)))
+                found.extend(sorted(p for p in m.rglob("*") if p.is_file() and is_image_name(p.name)))
             elif m.exists():
                 found.append(m)
             else:

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tellapart._errors import UserError
+from tellapart.runs import RunDir
 
 __all__ = ["resolve_run"]
-
-_BEST = Path("checkpoints") / "best.pt"
-
 
 def resolve_run(path: str | Path) -> tuple[Path, str]:
     """The run folder (or checkpoint file) that ``path`` stands for, and a one-line note of how.
@@ -36,7 +34,7 @@ def resolve_run(path: str | Path) -> tuple[Path, str]:
         raise UserError(f"{p} does not exist; pass a run folder, a checkpoint file, or a ladder, study, recipe or chosen folder")
     if p.is_file():
         return p, f"{p}: checkpoint file"
-    if (p / _BEST).is_file():
+    if RunDir(p).best.is_file():
         return p, f"{p}: run folder"
     if (p / "chosen.json").is_file():
         return _from_chosen(p)
@@ -68,7 +66,7 @@ def _leaderboard(folder: Path) -> list[Mapping[str, Any]]:
 
 
 def _has_model(run: Path) -> bool:
-    return (run / _BEST).is_file()
+    return RunDir(run).best.is_file()
 
 
 def _from_chosen(folder: Path) -> tuple[Path, str]:
@@ -95,9 +93,10 @@ def _from_ladder(folder: Path, rows: list[Mapping[str, Any]]) -> tuple[Path, str
 
 def _from_study(folder: Path, rows: list[Mapping[str, Any]]) -> tuple[Path, str]:
     final = folder / "final"
-    if (final / "metrics.json").is_file():
-        # the --final retrain (the best configuration on train+val, tested once); its last rung is the model
-        rungs = sorted(final.glob("rung-*"), key=lambda d: int(d.name.split("-")[1]) if d.name.split("-")[1].isdigit() else -1)
+    if RunDir(final).evaluation().is_file():
+        # the --final retrain (the best configuration on train+val, tested once); its last level is the model
+        # (level-<k>; rung-<k> in studies from before levels were so named)
+        rungs = sorted([*final.glob("level-*"), *final.glob("rung-*")], key=lambda d: int(d.name.split("-")[1]) if d.name.split("-")[1].isdigit() else -1)
         for run in [final / "run", *reversed(rungs)]:
             if _has_model(run):
                 return run, f"{folder}: tuning study, the --final retrain -> {run}"

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from tellapart._errors import UserError
+from tellapart.config import bundled_names, deep_merge, load_dataclass, parse_mapping, resolve_bundled
 from tellapart.data import PrepareConfig, Preprocess, SplitConfig
 from tellapart.train import Rung
-from tellapart.train._config import deep_merge, yaml_mapping
 
 __all__ = [
     "LadderStep",
@@ -53,7 +53,6 @@ __all__ = [
     "load_recipe",
 ]
 
-_RECIPE_KEYS = {"description", "source", "standin", "published", "prepare", "base", "steps", "baseline", "quick"}
 _QUICK_KEYS = {"source", "standin", "prepare", "base", "steps"}
 
 
@@ -64,6 +63,10 @@ class SourceSpec:
     kind: str = "auto"  # auto, folder, csv, archive, paired, idx or cifar
     class_map: str | None = None  # folder-id -> class-name file, relative to the data folder; used when it is there
     pair_dirs: tuple[str, str] = ("face", "comics")  # the two folders of the paired layout
+
+    def __post_init__(self) -> None:
+        if not all(self.pair_dirs):
+            raise UserError("source.pair_dirs must be two folder names")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,15 @@ class PrepareSpec:
     val: float = 0.2  # validation share of the training pool when the source has no val split
     seed: int = 0  # split (and limit) seed
     limit: int | None = None  # keep at most about this many images (stratified, groups whole); None: all
+
+    def __post_init__(self) -> None:
+        for key, value, least in (("size", self.size, 1), ("seed", self.seed, 0), ("limit", self.limit, 1)):
+            if value is not None and value < least:
+                raise UserError(f"{key} must be {'a positive' if least else 'a non-negative'} integer, got {value!r}")
+        try:
+            self.config()  # fit and the shares are checked where they are used
+        except UserError as exc:
+            raise UserError(str(exc).removeprefix("recipe prepare: ")) from None
 
     def config(self) -> PrepareConfig:
         try:
@@ -93,12 +105,16 @@ class StandinSpec:
     kind: str  # a name in tellapart.recipes.STANDINS
     args: Mapping[str, Any] = field(default_factory=dict)  # the maker's keyword options
 
+    def __post_init__(self) -> None:
+        if not self.kind:
+            raise UserError("standin.kind must name a stand-in maker")
+
 
 @dataclass(frozen=True)
 class Published:
     """What the seed reported, shown beside tellapart's measured figure."""
 
-    data: str  # the data the seed's figures are on
+    data: str = ""  # the data the seed's figures are on
     figures: Mapping[str, str] = field(default_factory=dict)  # what -> figure, e.g. "CNN, test" -> "100%"
 
 
@@ -106,11 +122,15 @@ class Published:
 class LadderStep:
     """Rungs trained on the same split and seed (``tellapart.train.run_ladder``)."""
 
-    name: str
+    name: str = "ladder"
     base: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig keys over the recipe's base
     rungs: tuple[Rung, ...] = ()
 
     kind = "ladder"
+
+    def __post_init__(self) -> None:
+        if not self.rungs:
+            raise UserError("rungs must be a non-empty list of {name, config}")
 
     def candidates(self) -> list[str]:
         return [r.name for r in self.rungs]
@@ -120,14 +140,22 @@ class LadderStep:
 class TuneStep:
     """An Optuna study over a search space (``tellapart.tune.run_study``); its best trial is a candidate."""
 
-    name: str
     space: str  # a bundled space name (s1_grid, s2_two_stage) or a YAML path
+    name: str = "tune"
     trials: int | None = None  # finished trials per study (default: the space's; a grid: all of it)
     fix: Mapping[str, Any] = field(default_factory=dict)  # dotted config keys fixed in every trial
     budget: float | None = None  # seconds after which no new trial starts
     fidelity: Mapping[str, Any] | None = None  # replaces the space's fidelity, e.g. {kind: data, fractions: [0.5, 1.0]}
 
     kind = "tune"
+
+    def __post_init__(self) -> None:
+        if not self.space:
+            raise UserError("space must name a search space (s1_grid, s2_two_stage or a YAML path)")
+        if self.trials is not None and self.trials < 1:
+            raise UserError(f"trials must be a positive integer, got {self.trials!r}")
+        if self.budget is not None and self.budget <= 0:
+            raise UserError(f"budget must be a positive number of seconds, got {self.budget!r}")
 
     def candidates(self) -> list[str]:
         return [self.name]
@@ -137,7 +165,7 @@ class TuneStep:
 class TrainStep:
     """One training run (``tellapart.train.train``), e.g. a fine-tuned pretrained backbone."""
 
-    name: str
+    name: str = "train"
     config: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig keys over the recipe's base
 
     kind = "train"
@@ -166,6 +194,21 @@ class Recipe:
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the resolved mapping, written with the results
 
 
+@dataclass(frozen=True)
+class RecipeFile:
+    """The shape of a recipe YAML; ``prepare`` and ``steps`` are read on by :func:`recipe_from_dict`."""
+
+    steps: list[Any]  # [{ladder|tune|train: {...}}, ...]
+    description: str = ""
+    source: SourceSpec = field(default_factory=SourceSpec)
+    standin: StandinSpec | None = None
+    published: Published | None = None
+    prepare: Mapping[str, Any] = field(default_factory=dict)  # PrepareSpec keys; shares may be written 1/6
+    base: Mapping[str, Any] = field(default_factory=dict)
+    baseline: str | None = None
+    quick: Mapping[str, Any] = field(default_factory=dict)  # the --quick overrides
+
+
 # --------------------------------------------------------------------------- finding recipes
 
 
@@ -175,18 +218,7 @@ def _bundled() -> Any:
 
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with tellapart (``tellapart recipe run NAME``)."""
-    return sorted(p.name[: -len(".yaml")] for p in _bundled().iterdir() if p.name.endswith(".yaml"))
-
-
-def _resolve(source: str | Path) -> tuple[str, str]:
-    """(name, YAML text) of a recipe file or a bundled name."""
-    path = Path(source)
-    if path.is_file():
-        return path.stem, path.read_text()
-    bundled = _bundled() / f"{source}.yaml"
-    if "/" not in str(source) and bundled.is_file():
-        return str(source), bundled.read_text()
-    raise UserError(f"recipe not found: {source} (a YAML file, or one of: {', '.join(list_recipes())})")
+    return bundled_names(_bundled())
 
 
 def load_recipe(source: str | Path, *, quick: bool = False) -> Recipe:
@@ -195,39 +227,31 @@ def load_recipe(source: str | Path, *, quick: bool = False) -> Recipe:
     Raises:
         UserError: unknown keys, wrong types or a malformed step, naming the key.
     """
-    name, text = _resolve(source)
-    return recipe_from_dict(name, yaml_mapping(text, f"recipe {name}", "a mapping with prepare: and steps:"), quick=quick)
+    name, text = resolve_bundled(source, _bundled(), "recipe")
+    return recipe_from_dict(name, parse_mapping(text, f"recipe {name}", "a mapping with prepare: and steps:"), quick=quick)
 
 
 def recipe_from_dict(name: str, data: Mapping[str, Any], *, quick: bool = False) -> Recipe:
     """Builds a Recipe from a parsed mapping (see the module docs for the keys)."""
     where = f"recipe {name}"
-    _no_unknown(where, data, _RECIPE_KEYS)
     data = copy.deepcopy(dict(data))
-    overrides = data.pop("quick", None) or {}
+    if not isinstance(data.get("steps"), list) or not data["steps"]:
+        raise UserError(f"{where}: steps must be a non-empty list of ladder:, tune: or train: steps")
+    shape = load_dataclass(RecipeFile, data, where=where)  # unknown keys and types, before quick merges in
     if quick:
-        data = _apply_quick(where, data, _mapping(where, "quick", overrides))
-    steps = _steps(where, data.get("steps"))
+        data = _apply_quick(where, data, dict(shape.quick))
+        shape = load_dataclass(RecipeFile, data, where=f"{where} (quick)")
+    data.pop("quick", None)
+    steps = _steps(where, shape.steps)
     names = [c for s in steps for c in s.candidates()]
     if len(set(names)) != len(names) or len({s.name for s in steps}) != len(steps):
         raise UserError(f"{where}: step and rung names must be unique, got {[s.name for s in steps]} / {names}")
-    baseline = data.get("baseline")
-    if baseline is not None and baseline not in names:
-        raise UserError(f"{where}: baseline {baseline!r} is no rung or step; choose one of {names}")
-    standin = data.get("standin")
-    published = data.get("published")
+    if shape.baseline is not None and shape.baseline not in names:
+        raise UserError(f"{where}: baseline {shape.baseline!r} is no rung or step; choose one of {names}")
     return Recipe(
-        name=name,
-        description=str(data.get("description") or ""),
-        source=_source(where, _mapping(where, "source", data.get("source") or {})),
-        prepare=_prepare(where, _mapping(where, "prepare", data.get("prepare") or {})),
-        base=_mapping(where, "base", data.get("base") or {}),
-        steps=tuple(steps),
-        baseline=baseline,
-        published=_published(where, published) if published is not None else None,
-        standin=_standin(where, standin) if standin is not None else None,
-        quick=quick,
-        raw=data,
+        name=name, description=shape.description, source=shape.source, prepare=_prepare(where, shape.prepare),
+        base=dict(shape.base), steps=tuple(steps), baseline=shape.baseline, published=shape.published,
+        standin=shape.standin, quick=quick, raw=data,
     )
 
 
@@ -243,7 +267,7 @@ def _mapping(where: str, key: str, value: Any) -> dict[str, Any]:
 def _no_unknown(where: str, data: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} (expected some of: {', '.join(sorted(allowed))})")
 
 
 def _apply_quick(where: str, data: dict[str, Any], quick: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,105 +313,33 @@ def _merge_step(where: str, body: dict[str, Any], override: Mapping[str, Any]) -
     return deep_merge(body, override)
 
 
-def _steps(where: str, raw: Any) -> list[Step]:
-    if not isinstance(raw, list) or not raw:
-        raise UserError(f"{where}: steps must be a non-empty list of ladder:, tune: or train: steps")
+#: The step kinds a recipe's ``steps:`` list holds, by their key.
+_STEP_KINDS: dict[str, type[LadderStep] | type[TuneStep] | type[TrainStep]] = {"ladder": LadderStep, "tune": TuneStep, "train": TrainStep}
+
+
+def _steps(where: str, raw: list[Any]) -> list[Step]:
     steps: list[Step] = []
     for k, entry in enumerate(raw, 1):
-        if not isinstance(entry, Mapping) or len(entry) != 1 or next(iter(entry)) not in _STEP_PARSERS:
+        if not isinstance(entry, Mapping) or len(entry) != 1 or next(iter(entry)) not in _STEP_KINDS:
             raise UserError(f"{where}: step {k} must be one of ladder:, tune: or train: with its settings, got {entry!r}")
         kind, body = next(iter(entry.items()))
-        body = _mapping(f"{where}: step {k}", kind, body or {})
-        steps.append(_STEP_PARSERS[kind](f"{where}: step {k} ({kind})", kind, body))
+        steps.append(load_dataclass(_STEP_KINDS[kind], body or {}, where=f"{where}: step {k} ({kind})"))
     return steps
 
 
-def _ladder(where: str, kind: str, body: Mapping[str, Any]) -> LadderStep:
-    _no_unknown(where, body, {"name", "base", "rungs"})
-    rungs = body.get("rungs")
-    if not isinstance(rungs, list) or not rungs:
-        raise UserError(f"{where}: rungs must be a non-empty list of {{name, config}}")
-    parsed = []
-    for k, r in enumerate(rungs, 1):
-        if not isinstance(r, Mapping) or "name" not in r or set(r) - {"name", "config"}:
-            raise UserError(f"{where}: rung {k} must have 'name' and optionally 'config'")
-        parsed.append(Rung(str(r["name"]), _mapping(where, f"rung {r['name']} config", r.get("config") or {})))
-    return LadderStep(name=str(body.get("name", kind)), base=_mapping(where, "base", body.get("base") or {}), rungs=tuple(parsed))
-
-
-def _tune(where: str, kind: str, body: Mapping[str, Any]) -> TuneStep:
-    _no_unknown(where, body, {"name", "space", "trials", "fix", "budget", "fidelity"})
-    space = body.get("space")
-    if not isinstance(space, str) or not space:
-        raise UserError(f"{where}: space must name a search space (s1_grid, s2_two_stage or a YAML path)")
-    trials, budget = body.get("trials"), body.get("budget")
-    if trials is not None and (not isinstance(trials, int) or isinstance(trials, bool) or trials < 1):
-        raise UserError(f"{where}: trials must be a positive integer, got {trials!r}")
-    if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget <= 0):
-        raise UserError(f"{where}: budget must be a positive number of seconds, got {budget!r}")
-    return TuneStep(
-        name=str(body.get("name", kind)), space=space, trials=trials,
-        fix=_mapping(where, "fix", body.get("fix") or {}), budget=float(budget) if budget is not None else None,
-        fidelity=_mapping(where, "fidelity", body["fidelity"]) if body.get("fidelity") is not None else None,
-    )
-
-
-def _train(where: str, kind: str, body: Mapping[str, Any]) -> TrainStep:
-    _no_unknown(where, body, {"name", "config"})
-    return TrainStep(name=str(body.get("name", kind)), config=_mapping(where, "config", body.get("config") or {}))
-
-
-_STEP_PARSERS = {"ladder": _ladder, "tune": _tune, "train": _train}
-
-
-def _share(where: str, key: str, value: Any) -> float:
-    """A split share: a number or a fraction written ``1/6``."""
+def _share(where: str, key: str, value: Any) -> Any:
+    """A split share: a number or a fraction written ``1/6`` (anything else is left for the type check)."""
     if isinstance(value, str):
         try:
             return float(Fraction(value.replace(" ", "")))
         except (ValueError, ZeroDivisionError):
-            pass
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise UserError(f"{where}: prepare.{key} must be a share such as 0.2 or 1/6, got {value!r}")
+            raise UserError(f"{where}: prepare.{key} must be a share such as 0.2 or 1/6, got {value!r}") from None
+    return value
 
 
 def _prepare(where: str, data: Mapping[str, Any]) -> PrepareSpec:
-    allowed = {"size", "grayscale", "fit", "test", "val", "seed", "limit"}
-    _no_unknown(f"{where}: prepare", data, allowed)
-    for key in ("size", "seed", "limit"):
-        value = data.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1)):
-            raise UserError(f"{where}: prepare.{key} must be a positive integer, got {value!r}")
-    if not isinstance(data.get("grayscale", False), bool):
-        raise UserError(f"{where}: prepare.grayscale must be true or false")
     shares = {k: _share(where, k, data[k]) for k in ("test", "val") if k in data}
-    spec = PrepareSpec(**{**{k: v for k, v in data.items() if k not in shares}, **shares})
-    spec.config()  # checks fit and shares now
-    return spec
-
-
-def _source(where: str, data: Mapping[str, Any]) -> SourceSpec:
-    _no_unknown(f"{where}: source", data, {"kind", "class_map", "pair_dirs"})
-    dirs = data.get("pair_dirs", ("face", "comics"))
-    if not isinstance(dirs, (list, tuple)) or len(dirs) != 2 or not all(isinstance(d, str) and d for d in dirs):
-        raise UserError(f"{where}: source.pair_dirs must be two folder names")
-    return SourceSpec(kind=str(data.get("kind", "auto")), class_map=data.get("class_map"), pair_dirs=(dirs[0], dirs[1]))
-
-
-def _published(where: str, data: Any) -> Published:
-    data = _mapping(where, "published", data)
-    _no_unknown(f"{where}: published", data, {"data", "figures"})
-    figures = _mapping(where, "published.figures", data.get("figures") or {})
-    return Published(data=str(data.get("data") or ""), figures={str(k): str(v) for k, v in figures.items()})
-
-
-def _standin(where: str, data: Any) -> StandinSpec:
-    data = _mapping(where, "standin", data)
-    _no_unknown(f"{where}: standin", data, {"kind", "args"})
-    if not isinstance(data.get("kind"), str):
-        raise UserError(f"{where}: standin.kind must name a stand-in maker")
-    return StandinSpec(kind=data["kind"], args=_mapping(where, "standin.args", data.get("args") or {}))
+    return load_dataclass(PrepareSpec, {**data, **shares}, where=f"{where}: prepare")
 
 
 def flatten_keys(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

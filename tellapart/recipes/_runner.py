@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tellapart._log import say as _say
 from tellapart._errors import UserError
 from tellapart.data import Cache, Source, open_source, prepare
-from tellapart.train import config_from_dict, config_to_dict, run_ladder, run_seeds, rung_run
-from tellapart.train._config import apply_overrides, deep_merge, yaml_load
+from tellapart.config import deep_merge
+from tellapart.train import apply_overrides, config_from_dict, config_to_dict, run_ladder, run_seeds, rung_run
 from tellapart._files import atomic_write, rank_by_validation, write_table
+from tellapart.runs import RunDir
 
 from ._recipe import LadderStep, Recipe, TrainStep, TuneStep, flatten_keys, load_recipe
 from ._standins import STANDINS, read_marker
@@ -87,16 +88,12 @@ def _tune_fix(step: TuneStep, base: Mapping[str, Any], overrides: Sequence[str])
 
 def _tune_spaces(step: TuneStep, base: Mapping[str, Any], overrides: Sequence[str]) -> list[SearchSpace]:
     """The step's search space, one per stage, with its fixed keys and fidelity."""
-    from tellapart.tune import load_spaces
-    from tellapart.tune._space import _resolve
+    from tellapart.tune import load_spaces, read_space
 
     fix = _tune_fix(step, base, overrides)
     if step.fidelity is None:
         return load_spaces(step.space, fix=fix)
-    name, text = _resolve(step.space)
-    data = yaml_load(text) or {}
-    if not isinstance(data, dict):
-        raise UserError(f"search space {step.space}: expected a mapping")
+    name, data = read_space(step.space)
     return load_spaces({**data, "fidelity": dict(step.fidelity)}, fix=fix, name=name)
 
 
@@ -108,7 +105,7 @@ def _run_tune(step: TuneStep, ctx: _Context) -> list[Candidate]:
     if result.best is None or not result.best.get("run"):
         raise UserError(f"step {step.name}: the study has no complete trial; run the recipe again (it resumes) or give it more trials")
     run = ctx.out / str(result.best["run"])
-    summary = json.loads((run / "summary.json").read_text())
+    summary = RunDir(run).read_summary() or {}
     return [Candidate(step.name, step.name, run, {**summary, "val_acc": result.best.get("val_acc", summary.get("val_acc"))})]
 
 
@@ -271,14 +268,12 @@ def run_recipe(
 
 def _evaluate_once(recipe: Recipe, out: Path, cache: Cache, best: Mapping[str, Any], rows: list[dict[str, Any]], data_label: str, progress: bool) -> dict[str, Any]:
     """The best candidate on test; a re-run that chose the same model reuses the one reading."""
-    from tellapart.evaluate import evaluate_run
+    from tellapart.evaluate import TestLedger, evaluate_run
 
-    path = out / "metrics.json"
-    if path.is_file():
-        previous = json.loads(path.read_text())
-        if previous.get("run") == str(best["run"]) and (out / "report.html").is_file():
-            _say(progress, f"[recipe {recipe.name}] {best['rung']} was tested already: {path} (the test split is read once)")
-            return {**previous, "report": str(out / "report.html")}
+    tested = TestLedger.first_result(out, run=best["run"])
+    if tested is not None and Path(tested["report"]).is_file():
+        _say(progress, f"[recipe {recipe.name}] {best['rung']} was tested already: {out / 'metrics.json'} (the test split is read once)")
+        return tested
     _say(progress, f"[recipe {recipe.name}] best on validation: {best['rung']}; testing it once")
     return evaluate_run(
         best["run"], split="test", cache=cache.path, leaderboard=rows, report_dir=out,
@@ -311,8 +306,3 @@ def write_standin(name_or_path: str | Path, out: str | Path, *, quick: bool = Fa
     except TypeError as exc:
         raise UserError(f"recipe {recipe.name}: standin.args: {exc}") from None
     return maker(out, **options, progress=progress)
-
-
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)

@@ -26,8 +26,7 @@ import numpy as np
 from PIL import Image
 
 from tellapart._errors import UserError
-from tellapart.data import SynthConfig, synth_faces
-from tellapart.data._sources import FASHION_MNIST_CLASSES, idx_files, read_idx
+from tellapart.data import FASHION_MNIST_CLASSES, SynthConfig, idx_files, read_idx, synth_faces
 
 __all__ = [
     "FASHION_MNIST_DIR",

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tellapart.data import Item, Source
-from tellapart.data._decode import Payload
-from tellapart.data._sources import _digest
+from tellapart.data import Item, Payload, Source, fingerprint_digest
 
 __all__ = ["SubsetSource", "subset_items"]
 
@@ -83,4 +81,4 @@ class SubsetSource:
         return self.inner.payloads(items)
 
     def fingerprint(self) -> str:
-        return _digest([self.inner.fingerprint(), f"limit={self.limit}", f"seed={self.seed}"])
+        return fingerprint_digest([self.inner.fingerprint(), f"limit={self.limit}", f"seed={self.seed}"])

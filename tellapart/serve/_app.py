@@ -29,6 +29,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from tellapart.predict import Predictor
+from tellapart.runs import RunDir
 
 from ._batcher import Batcher, QueueFull
 from ._page import page_html
@@ -98,9 +99,9 @@ def _test_metrics(predictor: Predictor, origin: Path | None) -> dict[str, Any] |
     if source is None:
         return None
     run = source if source.is_dir() else source.parent.parent
-    candidates = [run / "metrics.json"]
+    candidates = [RunDir(run).evaluation()]
     if origin is not None and origin.is_dir():
-        candidates += [origin / "metrics.json", origin / "final" / "metrics.json"]
+        candidates += [RunDir(origin).evaluation(), RunDir(origin / "final").evaluation()]
     exported = predictor.loaded.checkpoint.get("metrics")  # an export folder carries its run's record
     for path in dict.fromkeys(candidates):
         try:
@@ -108,7 +109,7 @@ def _test_metrics(predictor: Predictor, origin: Path | None) -> dict[str, Any] |
         except (OSError, ValueError):
             record = None
         if isinstance(record, dict) and record.get("split") == "test" and _same_run(record.get("run"), run, path):
-            return {k: record.get(k) for k in ("accuracy", "accuracy_ci", "n", "loss")} | {"report": str(path.with_name("report.html"))}
+            return {k: record.get(k) for k in ("accuracy", "accuracy_ci", "n", "loss")} | {"report": str(RunDir(path.parent).report())}
     return exported if isinstance(exported, dict) else None
 
 

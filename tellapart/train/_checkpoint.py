@@ -17,6 +17,7 @@ import torch
 from tellapart._errors import UserError
 from tellapart._files import atomic_write_bytes
 from tellapart.models import Classifier, create_model, model_kwargs
+from tellapart.runs import RunDir
 
 __all__ = ["CHECKPOINT_FORMAT", "LoadedModel", "save_checkpoint", "read_checkpoint", "load_model", "find_checkpoint", "fault_point"]
 
@@ -77,7 +78,7 @@ def find_checkpoint(run: str | Path, which: str = "best") -> Path:
     p = Path(run)
     if p.is_file():
         return p
-    candidate = p / "checkpoints" / f"{which}.pt"
+    candidate = RunDir(p).checkpoints / f"{which}.pt"
     if not candidate.is_file():
         raise UserError(f"{p} holds no {which} checkpoint ({candidate}); is it a run folder written by 'tellapart train'?")
     return candidate

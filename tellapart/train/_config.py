@@ -6,17 +6,14 @@ Unknown keys and wrong types are errors naming the key (dacite, strict mode).
 from __future__ import annotations
 
 import dataclasses
-import re
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import dacite
-import yaml
-
 from tellapart._errors import UserError
+from tellapart.config import apply_assignments, deep_merge, load_dataclass, load_mapping, to_plain
+from tellapart.config import yaml_load  # noqa: F401 - read by ._fit (a run's config.yaml)
 
 __all__ = [
     "AugmentConfig",
@@ -31,42 +28,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "apply_overrides",
-    "yaml_load",
-    "yaml_mapping",
 ]
-
-
-class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML that reads ``1e-3`` as a number, as YAML 1.2 does (PyYAML's YAML 1.1 reads text)."""
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
-
-
-def yaml_load(text: str) -> Any:
-    """Parses YAML safely, with exponent floats (``lr: 1e-3``) read as numbers."""
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def yaml_mapping(text: str, where: str, expected: str) -> dict[str, Any]:
-    """A YAML document that must be a mapping (empty: ``{}``); UserError naming ``where`` otherwise.
-
-    Args:
-        text: the document.
-        where: what it is, for messages (a path, a recipe name).
-        expected: what the mapping should hold, e.g. "a mapping of config keys".
-    """
-    try:
-        data = yaml_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{where} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected {expected}")
-    return data
 
 
 @dataclass(frozen=True)
@@ -203,86 +165,34 @@ class TrainConfig:
                 raise UserError(f"config {key}={value!r} is out of range")
 
 
-_DACITE = dacite.Config(strict=True, cast=[tuple], type_hooks={float: lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v})
-
-
 def config_from_dict(data: Mapping[str, Any], where: str = "config") -> TrainConfig:
-    """Builds a TrainConfig; unknown keys and wrong types raise UserError naming the key."""
-    _check_keys(TrainConfig, data, "", where)
-    try:
-        return dacite.from_dict(TrainConfig, dict(data), config=_DACITE)
-    except dacite.UnexpectedDataError as exc:
-        raise UserError(f"{where}: unknown key(s) {sorted(exc.keys)}; see 'tellapart train --help'") from None
-    except dacite.DaciteError as exc:
-        raise UserError(f"{where}: {exc}") from None
-
-
-def _check_keys(cls: type, data: Mapping[str, Any], prefix: str, where: str) -> None:
-    """What dacite reports poorly, by full key: unknown keys, booleans for numbers, Literal choices."""
-    hints = typing.get_type_hints(cls)
-    unknown = [f"{prefix}{k}" for k in data if k not in hints]
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; see 'tellapart train --help'")
-    for key, value in data.items():
-        hint, name = hints[key], f"{prefix}{key}"
-        if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-            _check_keys(hint, value, f"{name}.", where)  # type: ignore[arg-type]
-        elif hint in (int, float) and isinstance(value, bool):
-            raise UserError(f"{where}: {name} must be a number, got {value!r}")
-        elif typing.get_origin(hint) is Literal and value not in typing.get_args(hint):
-            choices = ", ".join(map(str, typing.get_args(hint)))
-            raise UserError(f"{where}: {name} must be one of {choices}; got {value!r}")
+    """Builds a TrainConfig; unknown keys and wrong types raise UserError naming the key and ``where``."""
+    return load_dataclass(TrainConfig, data, where=where, hint="see 'tellapart train --help'")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain dict (tuples as lists) for YAML/JSON."""
-    return _plain(dataclasses.asdict(cfg))
+    return to_plain(dataclasses.asdict(cfg))
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+#: Keys of a run's own ``config.yaml`` that record the run rather than configure training.
+_RUN_RECORD_KEYS = ("cache",)
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Loads YAML (optional) over ``base`` and applies ``key.sub=value`` overrides."""
-    data: dict[str, Any] = _plain(dict(base or {}))
+    """Loads YAML (optional) over ``base`` and applies ``key.sub=value`` overrides.
+
+    A run's own ``RUN/config.yaml`` is accepted as it is: the ``cache`` it records is dropped
+    (the cache to train on is named on the command line), so a run folder reproduces its run.
+    """
+    data: dict[str, Any] = to_plain(dict(base or {}))
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file not found: {p}")
-        data = deep_merge(data, yaml_mapping(p.read_text(), str(p), "a mapping of config keys"))
+        loaded = load_mapping(path)
+        data = deep_merge(data, {k: v for k, v in loaded.items() if k not in _RUN_RECORD_KEYS})
     data = apply_overrides(data, overrides)
     return config_from_dict(data, str(path) if path else "config")
 
 
-def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
-
-
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Applies ``a.b=value`` strings; values are parsed as YAML (``1e-3``, ``true``, ``[32, 64]``)."""
-    out = _plain(dict(data))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set expects key=value (e.g. optim.lr=1e-3), got {item!r}")
-        try:
-            value = yaml_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--set {key}: {part} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return out
+    """Applies ``a.b=value`` strings (``--set``); values are parsed as YAML (``1e-3``, ``true``, ``[32, 64]``)."""
+    return apply_assignments(data, overrides, "--set")

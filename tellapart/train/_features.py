@@ -33,6 +33,7 @@ from torch import nn
 from tqdm import tqdm
 
 from tellapart._errors import UserError
+from tellapart._files import atomic_write_bytes
 from tellapart.data import Cache
 from tellapart.models import Classifier
 
@@ -173,9 +174,7 @@ def _mark_done(folder: Path, rows: np.ndarray) -> None:
     # Read-modify-replace: a concurrent writer's marks may be lost, never wrong (its rows recompute).
     done = np.fromfile(folder / _DONE, dtype=np.uint8)
     done[rows] = 1
-    tmp = folder / f".{_DONE}.tmp-{os.getpid()}"
-    done.tofile(tmp)
-    os.replace(tmp, folder / _DONE)
+    atomic_write_bytes(folder / _DONE, done.tobytes())
 
 
 @torch.no_grad()

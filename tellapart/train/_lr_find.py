@@ -23,7 +23,8 @@ from tellapart._errors import UserError
 from tellapart.data import Cache, epoch_order, iter_batches
 
 from ._config import TrainConfig
-from ._fit import _build_optimizer, _class_weights, build_model_for, feeder_for, nested_subset, runtime_for
+from ._builders import build_model_for, build_optimizer, class_weights, feeder_for, runtime_for
+from ._fit import nested_subset
 from ._loop import Feeder, train_step
 
 __all__ = ["LRFinderResult", "find_lr", "range_test_lr", "suggest_lr"]
@@ -128,8 +129,8 @@ def _range_test(
     model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
     model.train()
     feeder = feeder_for(model, cache, cfg, runtime)
-    weights = _class_weights(cache.labels[rows], cache.num_classes, cfg.class_weights, runtime.device)
-    optimizer = _build_optimizer(model, cfg)
+    weights = class_weights(cache.labels[rows], cache.num_classes, cfg.class_weights, runtime.device)
+    optimizer = build_optimizer(model, cfg)
     lrs: list[float] = []
     losses: list[float] = []
     average, best, diverged = 0.0, math.inf, False

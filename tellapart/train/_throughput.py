@@ -15,7 +15,7 @@ from tellapart.data import Cache, iter_batches
 
 from ._augment import augment_batch
 from ._config import TrainConfig
-from ._fit import _build_optimizer, build_model_for, feeder_for, runtime_for
+from ._builders import build_model_for, build_optimizer, feeder_for, runtime_for
 from ._loop import train_step
 
 __all__ = ["measure_inference", "measure_throughput"]
@@ -27,7 +27,7 @@ def measure_throughput(cache: Cache, cfg: TrainConfig, *, steps: int = 6, warmup
     runtime = runtime_for(model, cfg)
     model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
     model.train()
-    optimizer = _build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg)
     feeder = feeder_for(model, cache, cfg, runtime)
     rows = cache.indices("train")
     rng = np.random.default_rng(cfg.seed)

@@ -1,18 +1,15 @@
-"""The training function as the Optuna objective: suggest -> config -> train (per rung) -> value.
+"""The training function as the Optuna objective: suggest -> config -> train (per level) -> value.
 
-Each trial trains into ``OUT/trials/<number>`` (``rung-<k>`` subfolders with data fidelity). A
-rung that finished is never retrained, and one with a checkpoint is resumed, so a trial retried
+Each trial trains into ``OUT/trials/<number>`` (``level-<k>`` subfolders with data fidelity). A
+level that finished is never retrained, and one with a checkpoint is resumed, so a trial retried
 after its worker was killed continues where it stopped (the retry inherits the ``run_dir``
 user attribute of the trial it repeats). In a synchronous-halving study a trial of round k trains
-rungs up to k only; a later round's trial continues its parent's folder (see ``_rounds``).
+levels up to k only; a later round's trial continues its parent's folder (see ``_rounds``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,13 +17,15 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tellapart._log import say as _say
 from tellapart.data import Cache
+from tellapart.runs import RunDir, RunState
 from tellapart.train import TrainConfig, config_to_dict, read_checkpoint, train
 
-from ._rounds import is_synchronous, round_of
+from ._rounds import is_synchronous, level_dir, round_of
 from ._space import SearchSpace
 
-__all__ = ["GridPointTaken", "TrainObjective", "train_rung"]
+__all__ = ["GridPointTaken", "TrainObjective", "train_level"]
 
 #: ``train``'s signature (tests pass a fake with the same keyword arguments).
 TrainFn = Callable[..., Any]
@@ -44,7 +43,7 @@ class TrainObjective:
         space: the study's search space.
         out: the study folder; trials train into ``out/trials/<number>``.
         train_fn: the training function (``tellapart.train.train``; tests pass a fake).
-        progress: print a line per trial and rung and the trainer's epoch lines.
+        progress: print a line per trial and level and the trainer's epoch lines.
     """
 
     def __init__(self, cache: Cache | str | Path | None, space: SearchSpace, out: str | Path, *, train_fn: TrainFn = train, progress: bool = True) -> None:
@@ -79,19 +78,19 @@ class TrainObjective:
         trial.set_user_attr("run_dir", run_rel)
         trial.set_user_attr("config", config_to_dict(cfg))
         run_dir = self.out / run_rel
-        plan = space.rung_plan(cfg)
+        plan = space.level_plan(cfg)
         steps = space.steps()
         metric = space.metric
-        rungs: list[dict[str, Any]] = []
+        levels: list[dict[str, Any]] = []
         label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
         init_from: Path | None = None
-        stop_after = round_ if is_synchronous(space) else len(plan) - 1  # the last rung this trial trains
+        stop_after = round_ if is_synchronous(space) else len(plan) - 1  # the last level this trial trains
         for k, (fraction, epochs) in enumerate(plan):
             last = k == len(plan) - 1
-            rung_dir = run_dir / f"rung-{k}" if len(plan) > 1 else run_dir
-            rung_cfg = dataclasses.replace(cfg, train_fraction=fraction, epochs=epochs)
-            if len(plan) == 1 or not (rung_dir / "summary.json").is_file():
-                _say(self.progress, f"[trial {trial.number}] {label}" + (f"  rung {k + 1}/{len(plan)}: {fraction:g} of train, {epochs} epochs" if len(plan) > 1 else ""))
+            level_path = level_dir(run_dir, k) if len(plan) > 1 else run_dir
+            level_cfg = dataclasses.replace(cfg, train_fraction=fraction, epochs=epochs)
+            if len(plan) == 1 or RunDir(level_path).state() is not RunState.FINISHED:
+                _say(self.progress, f"[trial {trial.number}] {label}" + (f"  level {k + 1}/{len(plan)}: {fraction:g} of train, {epochs} epochs" if len(plan) > 1 else ""))
             pruned = False
 
             def report_epoch(epoch: int, row: dict[str, Any]) -> bool:
@@ -103,26 +102,26 @@ class TrainObjective:
                 return pruned
 
             hook = report_epoch if space.fidelity.kind == "epochs" else None
-            summary = train_rung(self.train_fn, self.cache, rung_cfg, rung_dir, init_from=init_from, on_epoch_end=hook, progress=self.progress)
-            rungs.append(_rung_record(k, fraction, summary, rung_dir.relative_to(self.out)))
-            _record(trial, rungs)
+            summary = train_level(self.train_fn, self.cache, level_cfg, level_path, init_from=init_from, on_epoch_end=hook, progress=self.progress)
+            levels.append(_level_record(k, fraction, summary, level_path.relative_to(self.out)))
+            _record(trial, levels)
             value = summary.get(metric)
             if value is None:
-                raise ValueError(f"the run in {rung_dir} has no {metric} (is the validation split empty?)")
+                raise ValueError(f"the run in {level_path} has no {metric} (is the validation split empty?)")
             if pruned:
                 raise optuna.TrialPruned(f"pruned at epoch {summary.get('epochs')}")
             if space.fidelity.kind == "data" and not last:
                 trial.report(float(value), steps[k])
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after rung {k + 1} ({fraction:g} of train)")
+                    raise optuna.TrialPruned(f"pruned after level {k + 1} ({fraction:g} of train)")
                 if k == stop_after:  # synchronous halving: the round's end decides who goes on
                     _say(self.progress, f"[trial {trial.number}] round {k + 1} done: {metric} {value:.4f}; promotion when every trial of the round has finished")
-                    raise optuna.TrialPruned(f"round {k + 1} ends after rung {k + 1} ({fraction:g} of train)")
-            init_from = rung_dir / "checkpoints" / "best.pt" if space.fidelity.warm_start else None
+                    raise optuna.TrialPruned(f"round {k + 1} ends after level {k + 1} ({fraction:g} of train)")
+            init_from = level_path / "checkpoints" / "best.pt" if space.fidelity.warm_start else None
         return float(value)
 
 
-def train_rung(
+def train_level(
     train_fn: TrainFn,
     cache: Any,
     cfg: TrainConfig,
@@ -135,16 +134,16 @@ def train_rung(
 ) -> dict[str, Any]:
     """Trains one run (or reads it back when an earlier attempt finished it); returns its summary.
 
-    A run with a checkpoint is resumed; a folder left without one (killed in its first minutes)
-    is started again. ``init_from`` is a checkpoint whose weights start a new run.
+    The folder follows :meth:`tellapart.runs.RunDir.begin`: a run with a checkpoint is resumed, one
+    left without (killed in its first minutes) starts again from its config. ``init_from`` is a checkpoint whose weights start a new run.
     """
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        return dict(json.loads(summary_path.read_text()))
-    resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
-    init = read_checkpoint(init_from)["state_dict"] if (init_from is not None and not resume and init_from.is_file()) else None
+    run = RunDir(run_dir)
+    state = run.state()
+    if state is RunState.FINISHED:
+        return dict(run.read_summary() or {})
+    resume = state is not RunState.NEW  # RunDir's rule: resume a checkpointed run, restart one that never checkpointed
+    starts = state in (RunState.NEW, RunState.STARTED)  # no weights of its own yet
+    init = read_checkpoint(init_from)["state_dict"] if (init_from is not None and starts and init_from.is_file()) else None
     result = train_fn(
         cache, cfg, run_dir, resume=resume, on_epoch_end=on_epoch_end, progress=progress,
         init_state_dict=init, train_splits=train_splits,
@@ -152,9 +151,9 @@ def train_rung(
     return dict(result.summary)
 
 
-def _rung_record(k: int, fraction: float, summary: dict[str, Any], run: Path) -> dict[str, Any]:
+def _level_record(k: int, fraction: float, summary: dict[str, Any], run: Path) -> dict[str, Any]:
     return {
-        "rung": k,
+        "rung": k,  # the stored key keeps its old name: studies written before still resume
         "fraction": fraction,
         "epochs": summary.get("epochs"),
         "best_epoch": summary.get("best_epoch"),
@@ -167,11 +166,11 @@ def _rung_record(k: int, fraction: float, summary: dict[str, Any], run: Path) ->
     }
 
 
-def _record(trial: optuna.trial.BaseTrial, rungs: list[dict[str, Any]]) -> None:
+def _record(trial: optuna.trial.BaseTrial, levels: list[dict[str, Any]]) -> None:
     """What a leaderboard and a compute benchmark need, kept on the trial as it goes (two writes:
     each is a database commit)."""
-    trial.set_user_attr("rungs", rungs)
-    trial.set_user_attr("images_processed", sum(r["images_processed"] or 0 for r in rungs))
+    trial.set_user_attr("rungs", levels)  # stored key keeps its old name: existing studies resume
+    trial.set_user_attr("images_processed", sum(r["images_processed"] or 0 for r in levels))
 
 
 def _refuse_duplicate(trial: optuna.Trial) -> None:
@@ -189,8 +188,3 @@ def _refuse_duplicate(trial: optuna.Trial) -> None:
         if params == mine and (other.state != TrialState.RUNNING or other.number < trial.number):
             trial.set_user_attr("duplicate_of", other.number)
             raise GridPointTaken(f"trial {other.number} already covers {mine}")
-
-
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)

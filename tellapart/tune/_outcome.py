@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tellapart._files import write_table
 from tellapart.train import read_metrics
 
-from ._rounds import promoted_parents, rung_metric, tie_break
+from ._rounds import level_metric, promoted_parents, tie_break
 from ._space import SearchSpace
 
 __all__ = ["StageOutcome", "leaderboard_rows", "write_leaderboard", "tuning_plots", "report_rows"]
@@ -39,7 +39,7 @@ class StageOutcome:
 def _value(t: FrozenTrial, metric: str) -> float | None:
     if t.state == TrialState.COMPLETE and t.value is not None:
         return float(t.value)
-    last = rung_metric(t, metric)
+    last = level_metric(t, metric)
     if last is not None:
         return last
     if t.intermediate_values:

@@ -1,18 +1,18 @@
 """Synchronous successive halving: every trial of a round finishes before any is promoted.
 
 Optuna's ``SuccessiveHalvingPruner`` is asynchronous: a trial goes on when it is in the top
-1/eta of the trials that reached its rung *so far*, so with one worker the first trials are
-promoted easily and a good late one can be cut on a noisy first rung. Optuna has no synchronous
+1/eta of the trials that reached its level *so far*, so with one worker the first trials are
+promoted easily and a good late one can be cut on a noisy first level. Optuna has no synchronous
 variant (its pruners decide per trial, at report time); this one is built on its storage and
 trial queue, and follows the seed's own procedure (every configuration on 30% of train, then the
 best third on 67.5%, then the best third of those on all of it):
 
 * Round 0 is the sampler's trials (the grid, or ``--trials`` of another sampler), each trained on
-  the first rung only; a trial ends PRUNED after reporting its value there.
+  the first level only; a trial ends PRUNED after reporting its value there.
 * Once every trial of round k has finished, over all workers, a worker queues the best
   ``max(1, n // reduction_factor)`` again as trials of round k + 1: the same values, and the
-  parent's run folder, so the new trial reads the parent's finished rungs back and trains the
-  next rung from the best weights of rung k. The last round's trials are COMPLETE.
+  parent's run folder, so the new trial reads the parent's finished levels back and trains the
+  next level from the best weights of level k. The last round's trials are COMPLETE.
 * Two workers that reach a round's end at the same instant both queue it; the duplicate check
   of the objective lets one trial of each (values, round) run, as it does for grid points.
 
@@ -23,6 +23,7 @@ fidelity (``fidelity: {kind: data, fractions: [...]}``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -30,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from ._space import SYNCHRONOUS_HALVING, SearchSpace, reduction_factor
 
-__all__ = ["is_synchronous", "round_of", "rung_metric", "tie_break", "next_round", "queue_round", "promoted_parents"]
+__all__ = ["is_synchronous", "level_dir", "round_of", "level_metric", "tie_break", "next_round", "queue_round", "promoted_parents"]
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -44,16 +45,27 @@ def round_of(trial: FrozenTrial | optuna.trial.BaseTrial) -> int:
     return int(trial.user_attrs.get("round", 0))
 
 
-def rung_metric(trial: FrozenTrial, key: str, rung: int | None = None) -> float | None:
-    """A number the trial recorded for one of its rungs (``None``: its last rung), or None."""
-    records = [r for r in trial.user_attrs.get("rungs") or [] if rung is None or r.get("rung") == rung]
+def level_dir(run_dir: Path, k: int) -> Path:
+    """The run folder of level ``k`` of a trial: ``level-<k>``, or ``rung-<k>`` where a study
+    started before levels were so named holds one (so it resumes rather than retrains)."""
+    old = run_dir / f"rung-{k}"
+    return old if old.is_dir() else run_dir / f"level-{k}"
+
+
+def level_metric(trial: FrozenTrial, key: str, level: int | None = None) -> float | None:
+    """A number the trial recorded for one of its levels (``None``: its last level), or None.
+
+    Studies store the records as ``user_attrs["rungs"]``, each with its ``"rung"`` index: the
+    keys existing studies hold, kept so that they resume.
+    """
+    records = [r for r in trial.user_attrs.get("rungs") or [] if level is None or r.get("rung") == level]
     value = records[-1].get(key) if records else None
     return None if value is None or math.isnan(float(value)) else float(value)
 
 
-def tie_break(trial: FrozenTrial, rung: int | None = None) -> float:
-    """Between trials of equal value: the rung's validation loss (lower is better; none: last)."""
-    loss = rung_metric(trial, "val_loss", rung)
+def tie_break(trial: FrozenTrial, level: int | None = None) -> float:
+    """Between trials of equal value: the level's validation loss (lower is better; none: last)."""
+    loss = level_metric(trial, "val_loss", level)
     return math.inf if loss is None else loss
 
 
@@ -67,12 +79,12 @@ def next_round(study: optuna.Study, space: SearchSpace) -> tuple[int, list[Froze
     if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials):
         return None
     current = max((round_of(t) for t in trials), default=0)
-    if current >= space.fidelity.rungs - 1:
+    if current >= space.fidelity.levels - 1:
         return None
     ended = [
         (value, t) for t in trials
         if round_of(t) == current and t.state in _FINISHED and "duplicate_of" not in t.user_attrs
-        and (value := rung_metric(t, space.metric, current)) is not None
+        and (value := level_metric(t, space.metric, current)) is not None
     ]
     if not ended:
         return None

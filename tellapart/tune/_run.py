@@ -3,7 +3,7 @@
 Study folder::
 
     study.db              the Optuna study (SQLite; or the --storage URL)
-    trials/<n>/           each trial's run (rung-<k>/ runs with data fidelity)
+    trials/<n>/           each trial's run (level-<k>/ runs with data fidelity)
     <stage>/trials/<n>/   the same per stage of a multi-stage space
     leaderboard.csv/.json every trial: values, state, budget reached, val metrics, seconds, images
     best/                 the best trial evaluated on the validation split (metrics-val.json, report-val.html)
@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tellapart._log import say as _say
 from tellapart._errors import UserError
 from tellapart.data import Cache
+from tellapart.runs import RunDir
 from tellapart.train import config_from_dict, read_metrics, train
 
-from ._objective import TrainFn, TrainObjective, train_rung
+from ._objective import TrainFn, TrainObjective, train_level
 from ._outcome import StageOutcome, leaderboard_rows, report_rows, tuning_plots, write_leaderboard
+from ._rounds import level_dir
 from ._space import SearchSpace, load_spaces, parse_fix
 from ._study import _safe, best_trial, open_study, optimize_study, storage_url
 
@@ -131,7 +133,7 @@ def _tuning_report(cache: Cache, out: Path, stages: list[StageOutcome], rows: li
         _say(progress, "[tune] no complete trial yet: leaderboard written, no report")
         return None
     run = out / best_row["run"]
-    if not (run / "checkpoints" / "best.pt").is_file():
+    if not RunDir(run).best.is_file():
         _say(progress, f"[tune] the best trial's run ({run}) is not in this folder (another machine's worker?): no report here")
         return None
     signature = json.dumps([[s.space.name, [[t.number, t.state.name, str(t.datetime_complete)] for t in s.study.get_trials(deepcopy=False)]] for s in stages])
@@ -154,14 +156,14 @@ def _tuning_report(cache: Cache, out: Path, stages: list[StageOutcome], rows: li
     space = stages[-1].space
     fidelity = space.fidelity
     history = read_metrics(run)
-    env = run / "environment.json"
+    env = RunDir(run).environment
     import yaml
 
     inputs = ReportInputs(
         title=f"Tuning {space.name} · best trial #{best_row['trial']} on validation",
         metrics=record,
         history=history,
-        config=yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {},
+        config=yaml.safe_load(RunDir(run).config.read_text()) if RunDir(run).config.is_file() else {},
         environment=json.loads(env.read_text()) if env.is_file() else {},
         leaderboard=report_rows(rows),
         warnings=[
@@ -194,13 +196,13 @@ def run_final(cache: Cache, stage: StageOutcome, out: Path, rows: list[dict[str,
     did. With no validation left, early stopping is off. The test split is read once: a second
     ``--final`` prints the first result.
     """
-    from tellapart.evaluate import evaluate_run
+    from tellapart.evaluate import TestLedger, evaluate_run
 
     final_dir = out / "final"
-    metrics_path = final_dir / "metrics.json"
-    if metrics_path.is_file():
-        _say(progress, f"[final] already tested once: {metrics_path} (the test split is read only once)")
-        return {**json.loads(metrics_path.read_text()), "report": str(final_dir / "report.html")}
+    tested = TestLedger.first_result(final_dir)
+    if tested is not None:
+        _say(progress, f"[final] already tested once: {final_dir / 'metrics.json'} (the test split is read only once)")
+        return tested
     best = best_trial(stage.study)
     if best is None:
         raise UserError(f"study {stage.space.name} has no complete trial to retrain; run more trials first")
@@ -214,9 +216,9 @@ def run_final(cache: Cache, stage: StageOutcome, out: Path, rows: list[dict[str,
     for k, rung in enumerate(rungs):
         epochs = int(rung.get("best_epoch") or rung.get("epochs") or cfg.epochs)
         rung_cfg = dataclasses.replace(cfg, train_fraction=float(rung["fraction"]), epochs=max(1, epochs))
-        run_dir = final_dir / (f"rung-{k}" if len(rungs) > 1 else "run")
+        run_dir = level_dir(final_dir, k) if len(rungs) > 1 else final_dir / "run"
         _say(progress, f"[final] trial #{best.number} on train+val" + (f", rung {k + 1}/{len(rungs)}" if len(rungs) > 1 else "") + f": {rung_cfg.epochs} epochs")
-        train_rung(train_fn, cache, rung_cfg, run_dir, init_from=init_from, progress=progress, train_splits=("train", "val"))
+        train_level(train_fn, cache, rung_cfg, run_dir, init_from=init_from, progress=progress, train_splits=("train", "val"))
         init_from = run_dir / "checkpoints" / "best.pt" if stage.space.fidelity.warm_start else None
     metrics = evaluate_run(
         run_dir, split="test", cache=cache.path, leaderboard=report_rows(rows), report_dir=final_dir,
@@ -225,9 +227,3 @@ def run_final(cache: Cache, stage: StageOutcome, out: Path, rows: list[dict[str,
     lo, hi = metrics["accuracy_ci"]
     _say(progress, f"[final] test accuracy {metrics['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={metrics['n']}); report {metrics['report']}")
     return metrics
-
-
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)
-

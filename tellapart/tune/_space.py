@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import optuna
-import yaml
 
 from tellapart._errors import UserError
+from tellapart.config import bundled_names, deep_merge, load_dataclass, parse_assignments, parse_mapping, resolve_bundled, set_dotted
 from tellapart.train import TrainConfig, config_from_dict
-from tellapart.train._config import deep_merge, yaml_load, yaml_mapping
 
 __all__ = [
     "Fidelity",
@@ -46,11 +45,9 @@ __all__ = [
     "bundled_spaces",
     "load_spaces",
     "parse_fix",
-    "set_key",
+    "read_space",
 ]
 
-_SPACE_KEYS = {"base", "space", "sampler", "pruner", "fidelity", "metric", "direction", "trials", "stages"}
-_STAGE_KEYS = (_SPACE_KEYS - {"stages"}) | {"name"}
 
 #: Optuna's samplers by the name a space file uses (grid is built from the space itself).
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
@@ -62,7 +59,7 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "brute_force": optuna.samplers.BruteForceSampler,
 }
 
-#: Rounds of successive halving in which a whole rung finishes before any promotion (see
+#: Rounds of successive halving in which a whole level finishes before any promotion (see
 #: ``_rounds``): Optuna prunes nothing in such a study, the rounds do.
 SYNCHRONOUS_HALVING = "synchronous_halving"
 
@@ -77,8 +74,8 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
 }
 
-#: Pruners whose rungs grow geometrically: data-subset rungs report at min_resource * factor**k.
-_RUNG_PRUNERS = ("successive_halving", "hyperband")
+#: Pruners whose rungs grow geometrically: data-subset levels report at min_resource * factor**k.
+_HALVING_PRUNERS = ("successive_halving", "hyperband")
 _DEFAULT_REDUCTION = 3  # the seed's 4.8k -> 10.8k -> 16k keeps about a third at each step
 
 
@@ -94,6 +91,26 @@ class Param:
     log: bool = False  # int/float: sample uniformly in log space
     choices: tuple[Any, ...] = ()  # categorical: the values (None, bool, int, float or str)
 
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise UserError("space keys are dotted config keys, got an empty one")
+        if self.type == "categorical":
+            given = [k for k in ("low", "high", "step") if getattr(self, k) is not None] + (["log"] if self.log else [])
+            if given:
+                raise UserError(f"{self.key}: unknown option(s) {given} for type categorical (it takes choices)")
+            if not self.choices:
+                raise UserError(f"{self.key}: choices must be a non-empty list")
+            if not all(c is None or isinstance(c, (bool, int, float, str)) for c in self.choices):
+                raise UserError(f"{self.key}: choices must be numbers, strings, booleans or null (Optuna stores them)")
+        else:
+            if self.choices:
+                raise UserError(f"{self.key}: unknown option(s) ['choices'] for type {self.type} (it takes low, high, step, log)")
+            if self.low is None or self.high is None:
+                raise UserError(f"{self.key}: a {self.type} range needs low and high numbers")
+            if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+                raise UserError(f"{self.key}: an int range needs whole-number low and high")
+        self.distribution()
+
     def distribution(self) -> optuna.distributions.BaseDistribution:
         """The Optuna distribution (raises UserError naming the key when it is invalid)."""
         try:
@@ -103,7 +120,7 @@ class Param:
                 return optuna.distributions.FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)  # type: ignore[arg-type]
             return optuna.distributions.CategoricalDistribution(list(self.choices))
         except (ValueError, TypeError) as exc:
-            raise UserError(f"space {self.key}: {exc}") from None
+            raise UserError(f"{self.key}: {exc}") from None
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Any:
         """``trial.suggest_*`` for this key."""
@@ -133,13 +150,14 @@ class Param:
 class Fidelity:
     """How trials are trained on a growing budget so that poor ones can stop early."""
 
-    kind: Literal["none", "data", "epochs"] = "none"  # data: rungs of nested train subsets; epochs: report every epoch
-    fractions: tuple[float, ...] = (1.0,)  # data: training-set fraction of each rung, increasing
-    epochs: tuple[int, ...] = ()  # data: epochs at each rung (default: the config's epochs at every rung)
-    warm_start: bool = True  # data: a promoted trial continues from its previous rung's best weights
+    kind: Literal["none", "data", "epochs"] = "none"  # data: levels of nested train subsets; epochs: report every epoch
+    fractions: tuple[float, ...] = (1.0,)  # data: training-set fraction of each level, increasing
+    epochs: tuple[int, ...] = ()  # data: epochs at each level (default: the config's epochs at every level)
+    warm_start: bool = True  # data: a promoted trial continues from its previous level's best weights
 
     @property
-    def rungs(self) -> int:
+    def levels(self) -> int:
+        """Training levels a trial can reach: one per data fraction (other fidelities: one)."""
         return len(self.fractions) if self.kind == "data" else 1
 
 
@@ -183,7 +201,7 @@ class SearchSpace:
         """``base`` with the dotted ``values`` set."""
         data = copy.deepcopy(dict(self.base))
         for key, value in values.items():
-            set_key(data, key, value)
+            set_dotted(data, key, value)
         return data
 
     def config(self, values: Mapping[str, Any]) -> TrainConfig:
@@ -198,21 +216,21 @@ class SearchSpace:
         )
 
     def steps(self) -> list[int]:
-        """The step each rung reports at: a geometric resource for successive halving/Hyperband,
-        so every data-subset rung is one of the pruner's rungs; else 1, 2, 3..."""
+        """The step each level reports at: a geometric resource for successive halving/Hyperband,
+        so every data-subset level is one of the pruner's rungs; else 1, 2, 3..."""
         name = self.pruner.get("name")
-        if self.fidelity.kind != "data" or name not in _RUNG_PRUNERS:
-            return list(range(1, self.fidelity.rungs + 1))
+        if self.fidelity.kind != "data" or name not in _HALVING_PRUNERS:
+            return list(range(1, self.fidelity.levels + 1))
         r = int(self.pruner.get("min_resource", 1))
         eta = int(self.pruner.get("reduction_factor", _DEFAULT_REDUCTION))
         s = int(self.pruner.get("min_early_stopping_rate", 0))
-        return [r * eta ** (s + k) for k in range(self.fidelity.rungs)]
+        return [r * eta ** (s + k) for k in range(self.fidelity.levels)]
 
-    def rung_plan(self, cfg: TrainConfig) -> list[tuple[float, int]]:
-        """``(train_fraction, epochs)`` of each rung for a trial's config."""
+    def level_plan(self, cfg: TrainConfig) -> list[tuple[float, int]]:
+        """``(train_fraction, epochs)`` of each level for a trial's config."""
         if self.fidelity.kind != "data":
             return [(cfg.train_fraction, cfg.epochs)]
-        epochs = self.fidelity.epochs or (cfg.epochs,) * self.fidelity.rungs
+        epochs = self.fidelity.epochs or (cfg.epochs,) * self.fidelity.levels
         return list(zip(self.fidelity.fractions, epochs))
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,47 +245,106 @@ def params_key(params: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(params.items()))
 
 
-def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Sets ``data["a"]["b"] = value`` for ``"a.b"``, creating sections on the way."""
-    node = data
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserError(f"config key {dotted}: {part} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def parse_fix(items: Iterable[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` (values parsed as YAML) -> ``{key: value}``."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--fix expects key=value (e.g. model.args.width=64), got {item!r}")
-        try:
-            out[key.strip()] = yaml_load(raw)
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
+    """``["key=value", ...]`` (``--fix``; values parsed as YAML) -> ``{key: value}``."""
+    return parse_assignments(items, "--fix")
+
+
+def _spaces_dir() -> Any:
+    return resources.files("tellapart.tune") / "spaces"
 
 
 def bundled_spaces() -> list[str]:
     """Names of the search spaces shipped with tellapart (``tellapart tune --space NAME``)."""
-    folder = resources.files("tellapart.tune") / "spaces"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return bundled_names(_spaces_dir())
 
 
-def _resolve(source: str | Path) -> tuple[str, str]:
-    """(name, YAML text) of a path or a bundled name."""
-    path = Path(source)
-    if path.is_file():
-        return path.stem, path.read_text()
-    bundled = resources.files("tellapart.tune") / "spaces" / f"{source}.yaml"
-    if "/" not in str(source) and bundled.is_file():
-        return str(source), bundled.read_text()
-    raise UserError(f"search space not found: {source} (a YAML file, or one of: {', '.join(bundled_spaces())})")
+def read_space(source: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(name, parsed mapping)`` of a space file or a bundled space name, before any checks.
+
+    Raises:
+        UserError: not found (listing the bundled names), not YAML, or not a mapping.
+    """
+    name, text = resolve_bundled(source, _spaces_dir(), "search space")
+    return name, parse_mapping(text, str(source), "a search space: a mapping with 'space:' (see tellapart/tune/spaces/)")
+
+
+@dataclass(frozen=True)
+class DistributionFile:
+    """The shape of one ``space:`` entry: ``{type: int, low: 1, high: 3}`` and the like."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def param(self, key: str) -> Param:
+        return Param(key, self.type, low=self.low, high=self.high, step=self.step, log=self.log, choices=self.choices)
+
+
+@dataclass(frozen=True)
+class FidelityFile:
+    """The shape of ``fidelity:``; :meth:`fidelity` checks what one kind allows."""
+
+    kind: Literal["none", "data", "epochs"] = "none"
+    fractions: tuple[float, ...] | None = None  # data: increasing training-set fractions in (0, 1]
+    epochs: int | tuple[int, ...] | None = None  # data: one per fraction, or one for all
+    warm_start: bool | None = None  # data: a promoted trial starts from its previous level's best weights
+
+    def fidelity(self) -> Fidelity:
+        given = [k for k in ("fractions", "epochs", "warm_start") if getattr(self, k) is not None]
+        if self.kind != "data":
+            if given:
+                raise UserError(f"fidelity.{given[0]} applies to kind: data only")
+            return Fidelity(kind=self.kind)
+        fractions = self.fractions or ()
+        if not fractions or not all(0 < f <= 1 for f in fractions):
+            raise UserError("fidelity.fractions must be a list of training-set fractions in (0, 1]")
+        if any(b <= a for a, b in zip(fractions, fractions[1:])):
+            raise UserError(f"fidelity.fractions must increase (nested subsets), got {list(fractions)}")
+        epochs = (self.epochs,) * len(fractions) if isinstance(self.epochs, int) else tuple(self.epochs or ())
+        if (epochs and len(epochs) != len(fractions)) or not all(e >= 1 for e in epochs):
+            raise UserError(f"fidelity.epochs must be one positive int per fraction ({len(fractions)})")
+        return Fidelity(kind="data", fractions=tuple(fractions), epochs=epochs, warm_start=self.warm_start is not False)
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """The keys of one study in a space file (the top level, or one of its ``stages``); None: not given."""
+
+    base: Mapping[str, Any] | None = None  # TrainConfig keys shared by every trial
+    space: Mapping[str, DistributionFile] | None = None  # dotted config key -> distribution
+    sampler: str | Mapping[str, Any] | None = None  # a name, or {name, **options}
+    pruner: str | Mapping[str, Any] | None = None  # a name, or {name, **options}
+    fidelity: FidelityFile | None = None
+    metric: Literal["val_acc", "val_loss"] | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    trials: int | None = None  # default number of finished trials
+
+    def __post_init__(self) -> None:
+        if self.trials is not None and self.trials < 1:
+            raise UserError(f"trials must be a positive integer, got {self.trials!r}")
+
+
+@dataclass(frozen=True)
+class StageFile(StudyFile):
+    """One entry of ``stages:``: a study of its own, over the file's shared keys."""
+
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.name:
+            raise UserError("every stage needs a 'name'")
+
+
+@dataclass(frozen=True)
+class SpaceFile(StudyFile):
+    """The shape of a search-space YAML (see the module docs)."""
+
+    stages: tuple[StageFile, ...] | None = None  # studies run in order, each over the shared keys
 
 
 def load_spaces(source: str | Path | Mapping[str, Any], *, fix: Mapping[str, Any] | Sequence[str] = (), name: str | None = None) -> list[SearchSpace]:
@@ -281,68 +358,57 @@ def load_spaces(source: str | Path | Mapping[str, Any], *, fix: Mapping[str, Any
     if isinstance(source, Mapping):
         data, default_name = dict(source), "study"
     else:
-        default_name, text = _resolve(source)
-        data = yaml_mapping(text, str(source), "a search space: a mapping with 'space:' (see tellapart/tune/spaces/)")
+        default_name, data = read_space(source)
     name = name or default_name
-    unknown = set(data) - _SPACE_KEYS
-    if unknown:
-        raise UserError(f"space {name}: unknown key(s) {sorted(unknown)}; expected some of {sorted(_SPACE_KEYS)}")
+    shape = load_dataclass(SpaceFile, data, where=f"space {name}")
     fixed = parse_fix(fix) if not isinstance(fix, Mapping) else dict(fix)
-    shared = {k: v for k, v in data.items() if k != "stages"}
-    if "stages" not in data:
-        return [_build(name, None, shared, fixed)]
-    stages = data["stages"]
-    if not isinstance(stages, list) or not stages:
+    if shape.stages is None:
+        return [_build(name, None, shape, fixed)]
+    if not shape.stages:
         raise UserError(f"space {name}: 'stages' must be a non-empty list of {{name, space, ...}}")
-    out, seen = [], set()
-    for k, stage in enumerate(stages, 1):
-        if not isinstance(stage, dict) or not isinstance(stage.get("name"), str):
-            raise UserError(f"space {name}: stage {k} needs a 'name'")
-        unknown = set(stage) - _STAGE_KEYS
-        if unknown:
-            raise UserError(f"space {name}: stage {stage['name']}: unknown key(s) {sorted(unknown)}")
-        if stage["name"] in seen:
-            raise UserError(f"space {name}: stage names must be unique ({stage['name']!r} twice)")
-        seen.add(stage["name"])
-        merged = {**shared, **{k2: v for k2, v in stage.items() if k2 != "name"}}
-        if merged.get("space") and isinstance(merged["space"], dict) and set(merged["space"]) <= set(fixed):
+    names = [stage.name for stage in shape.stages]
+    if len(set(names)) != len(names):
+        raise UserError(f"space {name}: stage names must be unique, got {names}")
+    out = []
+    for stage in shape.stages:
+        merged = _over(shape, stage)
+        if merged.space and set(merged.space) <= set(fixed):
             continue  # every key of this stage is fixed (--fix gave its winner): nothing to search
-        merged["base"] = deep_merge(shared.get("base") or {}, stage.get("base") or {})
-        out.append(_build(f"{name}.{stage['name']}", stage["name"], merged, fixed))
+        out.append(_build(f"{name}.{stage.name}", stage.name, merged, fixed))
     if not out:
         raise UserError(f"space {name}: every key of every stage is fixed; nothing to search")
     return out
 
 
-def _build(name: str, stage: str | None, data: Mapping[str, Any], fixed: Mapping[str, Any]) -> SearchSpace:
+def _over(shared: StudyFile, stage: StageFile) -> StudyFile:
+    """A stage's study: its own keys over the file's, ``base`` merged key by key."""
+    given = {f.name: getattr(stage, f.name) for f in dataclasses.fields(StudyFile) if getattr(stage, f.name) is not None}
+    given["base"] = deep_merge(shared.base or {}, stage.base or {})
+    return dataclasses.replace(StudyFile(**{f.name: getattr(shared, f.name) for f in dataclasses.fields(StudyFile)}), **given)
+
+
+def _build(name: str, stage: str | None, study: StudyFile, fixed: Mapping[str, Any]) -> SearchSpace:
     where = f"space {name}"
-    base = data.get("base") or {}
-    if not isinstance(base, dict):
-        raise UserError(f"{where}: 'base' must be a mapping of TrainConfig keys")
-    raw_space = data.get("space") or {}
-    if not isinstance(raw_space, dict):
-        raise UserError(f"{where}: 'space' must map dotted config keys to distributions")
-    params = tuple(_param(where, key, spec) for key, spec in raw_space.items() if key not in fixed)
-    metric, direction = data.get("metric"), data.get("direction")
-    if metric not in (None, "val_acc", "val_loss"):
-        raise UserError(f"{where}: metric must be val_acc or val_loss, got {metric!r}")
-    if direction not in (None, "maximize", "minimize"):
-        raise UserError(f"{where}: direction must be maximize or minimize, got {direction!r}")
-    metric = metric or ("val_loss" if direction == "minimize" else "val_acc")
-    if direction and direction != ("maximize" if metric == "val_acc" else "minimize"):
-        raise UserError(f"{where}: {metric} cannot be {direction}d (val_acc: maximize, val_loss: minimize)")
-    trials = data.get("trials")
-    if trials is not None and (not isinstance(trials, int) or trials < 1):
-        raise UserError(f"{where}: trials must be a positive integer, got {trials!r}")
+    try:
+        params = tuple(spec.param(key) for key, spec in (study.space or {}).items() if key not in fixed)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    metric = study.metric or ("val_loss" if study.direction == "minimize" else "val_acc")
+    if study.direction and study.direction != ("maximize" if metric == "val_acc" else "minimize"):
+        raise UserError(f"{where}: {metric} cannot be {study.direction}d (val_acc: maximize, val_loss: minimize)")
+    try:
+        fidelity = (study.fidelity or FidelityFile()).fidelity()
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
     space = SearchSpace(
         name=name,
-        base=base,
+        base=dict(study.base or {}),
         params=params,
-        sampler=_named(where, "sampler", data.get("sampler") or {"name": "grid" if params and _all_discrete(params) else "tpe"}),
-        pruner=_named(where, "pruner", data.get("pruner") or {"name": "none"}),
-        fidelity=_fidelity(where, data.get("fidelity") or {}),
+        sampler=_named(where, "sampler", study.sampler or {"name": "grid" if params and _all_discrete(params) else "tpe"}),
+        pruner=_named(where, "pruner", study.pruner or {"name": "none"}),
+        fidelity=fidelity,
         metric=metric,
-        trials=trials,
+        trials=study.trials,
         stage=stage,
     )
     if fixed:
@@ -355,68 +421,13 @@ def _all_discrete(params: Sequence[Param]) -> bool:
     return all(p.type != "float" for p in params)
 
 
-def _param(where: str, key: Any, spec: Any) -> Param:
-    if not isinstance(key, str) or not key:
-        raise UserError(f"{where}: space keys are dotted config keys, got {key!r}")
-    if not isinstance(spec, dict):
-        raise UserError(f"{where}: {key} needs a distribution, e.g. {{type: int, low: 1, high: 3}}")
-    kind = spec.get("type")
-    allowed = {"int": {"type", "low", "high", "step", "log"}, "float": {"type", "low", "high", "step", "log"}, "categorical": {"type", "choices"}}
-    if kind not in allowed:
-        raise UserError(f"{where}: {key}: type must be int, float or categorical, got {kind!r}")
-    unknown = set(spec) - allowed[kind]
-    if unknown:
-        raise UserError(f"{where}: {key}: unknown option(s) {sorted(unknown)} for type {kind}")
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise UserError(f"{where}: {key}: choices must be a non-empty list")
-        if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
-            raise UserError(f"{where}: {key}: choices must be numbers, strings, booleans or null (Optuna stores them)")
-        param = Param(key, "categorical", choices=tuple(choices))
-    else:
-        for bound in ("low", "high"):
-            if not isinstance(spec.get(bound), (int, float)) or isinstance(spec.get(bound), bool):
-                raise UserError(f"{where}: {key}: {bound} must be a number, got {spec.get(bound)!r}")
-        if kind == "int" and not all(float(spec[b]).is_integer() for b in ("low", "high")):
-            raise UserError(f"{where}: {key}: an int range needs whole-number low and high")
-        param = Param(key, kind, low=spec["low"], high=spec["high"], step=spec.get("step"), log=bool(spec.get("log", False)))
-    param.distribution()
-    return param
-
-
-def _named(where: str, what: str, spec: Any) -> dict[str, Any]:
+def _named(where: str, what: str, spec: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A sampler or pruner as ``{name, **options}`` (a bare name is ``{name: NAME}``)."""
     if isinstance(spec, str):
         spec = {"name": spec}
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+    if not isinstance(spec.get("name"), str):
         raise UserError(f"{where}: {what} must be a mapping with a 'name', e.g. {{name: tpe}}")
     return dict(spec)
-
-
-def _fidelity(where: str, spec: Any) -> Fidelity:
-    if not isinstance(spec, dict):
-        raise UserError(f"{where}: fidelity must be a mapping, e.g. {{kind: data, fractions: [0.3, 0.675, 1.0]}}")
-    unknown = set(spec) - {"kind", "fractions", "epochs", "warm_start"}
-    if unknown:
-        raise UserError(f"{where}: fidelity: unknown key(s) {sorted(unknown)}")
-    kind = spec.get("kind", "none")
-    if kind not in ("none", "data", "epochs"):
-        raise UserError(f"{where}: fidelity.kind must be data, epochs or none, got {kind!r}")
-    if kind != "data":
-        if set(spec) - {"kind"}:
-            raise UserError(f"{where}: fidelity.{sorted(set(spec) - {'kind'})[0]} applies to kind: data only")
-        return Fidelity(kind=kind)
-    fractions = spec.get("fractions")
-    if not isinstance(fractions, list) or not fractions or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in fractions):
-        raise UserError(f"{where}: fidelity.fractions must be a list of training-set fractions in (0, 1]")
-    if any(b <= a for a, b in zip(fractions, fractions[1:])):
-        raise UserError(f"{where}: fidelity.fractions must increase (nested subsets), got {fractions}")
-    epochs = spec.get("epochs") or []
-    if isinstance(epochs, int):
-        epochs = [epochs] * len(fractions)
-    if not isinstance(epochs, list) or (epochs and len(epochs) != len(fractions)) or not all(isinstance(e, int) and e >= 1 for e in epochs):
-        raise UserError(f"{where}: fidelity.epochs must be one positive int per fraction ({len(fractions)})")
-    return Fidelity(kind="data", fractions=tuple(float(f) for f in fractions), epochs=tuple(epochs), warm_start=bool(spec.get("warm_start", True)))
 
 
 def _validate(space: SearchSpace) -> None:
@@ -439,17 +450,17 @@ def _validate(space: SearchSpace) -> None:
         if bad:
             raise UserError(f"{where}: model {cfg.model.name} has no option(s) {bad}; it takes {sorted(options)}")
     if space.fidelity.kind == "data" and cfg.train_fraction != 1.0:
-        raise UserError(f"{where}: fidelity kind data sets train_fraction per rung; remove train_fraction from base")
+        raise UserError(f"{where}: fidelity kind data sets train_fraction per level; remove train_fraction from base")
     if space.fidelity.kind == "none" and space.pruner.get("name") != "none":
         raise UserError(f"{where}: pruner {space.pruner['name']} needs a fidelity (kind: data or epochs) to report to it")
-    if space.pruner.get("name") in _RUNG_PRUNERS and space.fidelity.kind == "data":
+    if space.pruner.get("name") in _HALVING_PRUNERS and space.fidelity.kind == "data":
         for key in ("min_resource", "reduction_factor", "min_early_stopping_rate"):
             value = space.pruner.get(key)
             if value is not None and (not isinstance(value, int) or value < (0 if key == "min_early_stopping_rate" else 1)):
-                raise UserError(f"{where}: pruner.{key} must be a positive integer with data fidelity (rungs are steps), got {value!r}")
+                raise UserError(f"{where}: pruner.{key} must be a positive integer with data fidelity (levels are steps), got {value!r}")
     if space.pruner.get("name") == SYNCHRONOUS_HALVING:
-        if space.fidelity.kind != "data" or space.fidelity.rungs < 2:
-            raise UserError(f"{where}: pruner {SYNCHRONOUS_HALVING} promotes between data rungs; add fidelity: {{kind: data, fractions: [0.111, 0.333, 1.0]}}")
+        if space.fidelity.kind != "data" or space.fidelity.levels < 2:
+            raise UserError(f"{where}: pruner {SYNCHRONOUS_HALVING} promotes between data levels; add fidelity: {{kind: data, fractions: [0.111, 0.333, 1.0]}}")
         unknown = sorted(set(space.pruner) - {"name", "reduction_factor"})
         if unknown:
             raise UserError(f"{where}: pruner {SYNCHRONOUS_HALVING} takes only reduction_factor, not {unknown}")
@@ -489,7 +500,7 @@ def build_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
         raise UserError(f"space {space.name}: unknown pruner {name!r}; choose one of {sorted(PRUNERS)}")
     if name == SYNCHRONOUS_HALVING:
         return optuna.pruners.NopPruner()
-    if name in _RUNG_PRUNERS:
+    if name in _HALVING_PRUNERS:
         options.setdefault("reduction_factor", _DEFAULT_REDUCTION)
         if space.fidelity.kind == "data":
             options.setdefault("min_resource", 1)

@@ -35,6 +35,7 @@ from sqlalchemy.exc import ArgumentError
 from tellapart._errors import UserError
 
 from ._objective import GridPointTaken
+from ._optuna_compat import rdb_of, stale_trial_retry, storage_of, trial_id, trials_with_heartbeat
 from ._rounds import is_synchronous, next_round, queue_round, round_of, tie_break
 from ._space import SearchSpace, build_pruner, build_sampler, params_key
 
@@ -172,7 +173,7 @@ def _requeue_interrupted(study: optuna.Study) -> None:
     """Queues again, once, each trial a Ctrl-C stopped (Optuna marked it failed), as a killed one is."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    retry = study._storage.get_heartbeat_stale_trial_callback() if hasattr(study._storage, "get_heartbeat_stale_trial_callback") else None
+    retry = stale_trial_retry(study)
     for t in trials:
         if retry is not None and t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
             retry(study, t)
@@ -186,25 +187,20 @@ def _heartbeat_orphans(study: optuna.Study) -> list[int]:
     whose last heartbeat is old. With one heartbeat recorded, the trial goes stale one grace period
     later and is failed and retried like any killed trial. Returns the trial ids given a heartbeat.
     """
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps RDBStorage in a cache
-    grace = getattr(backend, "grace_period", None)
-    if not isinstance(backend, RDBStorage) or grace is None:
+    storage = storage_of(study)
+    backend = rdb_of(storage)
+    grace = backend.grace_period if backend is not None else None
+    if backend is None or grace is None:
         return []
     now = datetime.datetime.now()  # Optuna stamps datetime_start with the local clock
     old = [
-        t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        trial_id(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace
     ]
-    if not old:
-        return []
-    from optuna.storages._rdb import models  # no public API says whether a trial has a heartbeat
-
-    with backend.scoped_session() as session:
-        beating = {row[0] for row in session.query(models.TrialHeartbeatModel.trial_id).filter(models.TrialHeartbeatModel.trial_id.in_(old))}
-    orphans = [trial_id for trial_id in old if trial_id not in beating]
-    for trial_id in orphans:
-        storage.record_heartbeat(trial_id)
+    beating = trials_with_heartbeat(backend, old)
+    orphans = [number for number in old if number not in beating]
+    for number in orphans:
+        storage.record_heartbeat(number)  # type: ignore[attr-defined]
     return orphans
 
 
@@ -264,13 +260,12 @@ def optimize_study(
         trials: finished (complete or pruned) trials the study should have, over all workers.
         budget: wall-clock seconds for this worker; a trial started in time runs to its end.
         deadline: ``time.monotonic()`` value to stop at (instead of ``budget``).
-        poll_s: seconds between checks while waiting for other workers (default: the heartbeat).
+        poll_s: seconds between checks while waiting for other workers (default: 5).
     """
     target = default_target(space, trials, budget if budget is not None else (1.0 if deadline is not None else None))
     if budget is not None:
         deadline = time.monotonic() + budget
-    storage = study._storage
-    poll = poll_s or float(getattr(storage, "heartbeat_interval", None) or 5)
+    poll = poll_s or 5.0
     result = StudyProgress()
     failures: list[FrozenTrial] = []
     duplicates = 0  # grid points drawn in a row that another trial already covers
