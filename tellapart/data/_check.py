@@ -11,7 +11,7 @@ import numpy as np
 from ._decode import Decoded, Preprocess
 from ._dedup import pair_key
 from ._scan import find_duplicates, scan
-from ._sources import PairedSource, Source, left_out
+from ._sources import PairedSource, Source, layout_notes, left_out
 
 __all__ = ["CheckReport", "check_source"]
 
@@ -42,6 +42,7 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     near_candidates: int = 0  # pairs close in perceptual hash, compared on the pixels
     cross_split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> "test~train" -> pairs
+    layout_notes: list[str] = field(default_factory=list)  # how the layout was read, e.g. classes above nested folders
 
     @property
     def usable(self) -> bool:
@@ -84,6 +85,7 @@ class CheckReport:
             lines.append(f"  notes on {len(self.notes)} image(s), e.g. {self.notes[0]['id']}: {self.notes[0]['note']}")
         if self.unpaired:
             lines.append(f"  files without a twin: {len(self.unpaired)}, e.g. {', '.join(self.unpaired[:5])}")
+        lines += [f"note: {n}" for n in self.layout_notes]
         lines += [f"WARNING: {w}" for w in self.warnings]
         lines += [f"PROBLEM: {p}" for p in self.problems]
         lines.append("usable: yes" if self.usable else "usable: no")
@@ -155,6 +157,7 @@ def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, p
         unpaired=unpaired,
         left_out=left_out(source),
         notes=[{"id": items[i].id, "note": str(decoded[i].note)} for i in readable if decoded[i].note],
+        layout_notes=layout_notes(source),
         problems=problems,
         warnings=warnings,
     )

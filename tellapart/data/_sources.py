@@ -39,10 +39,17 @@ __all__ = [
     "CifarSource",
     "open_source",
     "left_out",
+    "layout_notes",
+    "nested_class_notes",
     "max_member_bytes",
     "IMAGE_EXTENSIONS",
     "MAX_MEMBER_BYTES",
     "MAX_MEMBER_ENV",
+    "FASHION_MNIST_CLASSES",
+    "fingerprint_digest",
+    "idx_files",
+    "is_image_name",
+    "read_idx",
 ]
 
 IMAGE_EXTENSIONS = frozenset(
@@ -101,7 +108,8 @@ class Source(Protocol):
 # --------------------------------------------------------------------------- helpers
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+    """True for a file name read as an image: an image extension, not hidden, not a system file."""
     return _name_problem(name) is None
 
 
@@ -141,7 +149,8 @@ def _read_capped(f: IO[bytes], declared: int, cap: int) -> bytes | Refused:
     return _too_large(len(data), cap) if len(data) > cap else data
 
 
-def _digest(parts: Sequence[str]) -> str:
+def fingerprint_digest(parts: Sequence[str]) -> str:
+    """A short hex digest of ``parts``: sources and subsets fingerprint themselves with it, so caches compare."""
     h = hashlib.blake2b(digest_size=16)
     for part in parts:
         h.update(part.encode())
@@ -158,7 +167,7 @@ def _stat_fingerprint(root: Path, relpaths: Sequence[str]) -> str:
             parts.append(f"{rel}|missing")
             continue
         parts.append(f"{rel}|{st.st_size}|{st.st_mtime_ns}")
-    return _digest(parts)
+    return fingerprint_digest(parts)
 
 
 def load_class_map(path: str | Path) -> dict[str, str]:
@@ -222,7 +231,18 @@ def items_from_layout(relpaths: Sequence[str], class_map: dict[str, str] | None,
 
 @dataclass(frozen=True)
 class FolderSource:
-    """A folder with one sub-folder per class, optionally under ``train/``, ``val/``, ``test/``."""
+    """A folder with one sub-folder per class, optionally under ``train/``, ``val/``, ``test/``.
+
+    Classes are the first level of folders (below a split folder); images in deeper folders
+    belong to the class folder above them, and :meth:`layout_notes` says so, since a parent of
+    several datasets (``root/mnist/train/3/x.png``) would otherwise train on dataset names.
+
+    Symbolic links, to folders and to image files alike, are followed when their target lies
+    inside the dataset folder (a class folder that links to another folder of the dataset
+    counts its images under the link's name), and refused with the link and its target named
+    when it lies outside: a dataset is what its folder holds, so copying it copies everything.
+    A link that leads back into a folder it sits in (a loop) is left out and counted as such.
+    """
 
     path: Path
     class_map: dict[str, str] | None = None
@@ -242,27 +262,59 @@ class FolderSource:
         """Files and folders under the root that are not images of the dataset, by reason."""
         return self._walk()[1]
 
+    def layout_notes(self) -> list[str]:
+        """Notes on how the folder layout was read (e.g. classes taken above nested folders)."""
+        return nested_class_notes(self._relpaths(), self.path)
+
     def _walk(self) -> tuple[list[str], Counter[str]]:
+        """Image files (relative posix paths, each folder's files before its sub-folders, sorted) and what was left out."""
         root_real = self.path.resolve()
-        found = []
+        found: list[str] = []
         skipped: Counter[str] = Counter()
-        for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
-            skipped["hidden folder"] += sum(1 for d in dirnames if d.startswith("."))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                problem = _name_problem(name)
+
+        def visit(folder: Path, chain: frozenset[Path]) -> None:
+            files, folders = [], []
+            for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                try:
+                    is_dir = entry.is_dir()  # follows a link
+                except OSError:  # a link to itself, or in a loop of links
+                    skipped["symlink loop"] += 1
+                    continue
+                (folders if is_dir else files).append(entry)
+            for entry in files:
+                problem = _name_problem(entry.name)
                 if problem is not None:
                     skipped[problem] += 1
                     continue
-                full = Path(dirpath) / name
+                full = Path(entry.path)
                 try:
                     target = full.resolve()
                 except (OSError, RuntimeError):  # a symlink loop
                     skipped["symlink loop"] += 1
                     continue
                 if not target.is_relative_to(root_real):
-                    raise UserError(f"{full} points outside the dataset folder {self.path}; copy the file in")
+                    raise UserError(
+                        f"{full} is a link to {target}, outside the dataset folder {self.path}; "
+                        "copy the file in (links are followed only inside the dataset folder)"
+                    )
                 found.append(full.relative_to(self.path).as_posix())
+            for entry in folders:
+                if entry.name.startswith("."):
+                    skipped["hidden folder"] += 1
+                    continue
+                real = Path(entry.path).resolve()
+                if entry.is_symlink():
+                    if not real.is_relative_to(root_real):
+                        raise UserError(
+                            f"{entry.path} is a link to {real}, outside the dataset folder {self.path}; copy that folder in, "
+                            "or point at a folder that holds both (links are followed only inside the dataset folder)"
+                        )
+                    if real in chain:  # leads back to a folder being read: following it would never end
+                        skipped["symlink loop"] += 1
+                        continue
+                visit(Path(entry.path), chain | {real})
+
+        visit(self.path, frozenset({root_real}))
         return found, +skipped
 
     def items(self) -> list[Item]:
@@ -275,7 +327,38 @@ class FolderSource:
             yield str(self.path / item.id)
 
     def fingerprint(self) -> str:
-        return _digest([_stat_fingerprint(self.path, self._relpaths()), json.dumps(self.class_map, sort_keys=True)])
+        return fingerprint_digest([_stat_fingerprint(self.path, self._relpaths()), json.dumps(self.class_map, sort_keys=True)])
+
+
+def nested_class_notes(relpaths: Sequence[str], root: Path | str) -> list[str]:
+    """A note when class folders hold sub-folders of images: the classes are the first level only.
+
+    A parent of several datasets (``root/mnist/train/3/x.png``) reads as one dataset whose
+    classes are the dataset names; the note names an example and the folder to point at instead.
+    """
+    if not relpaths:
+        return []
+    tops = {PurePosixPath(p).parts[0].lower() for p in relpaths}
+    split_layout = tops <= set(SPLIT_ALIASES) and all(len(PurePosixPath(p).parts) >= 3 for p in relpaths)
+    depth = 3 if split_layout else 2  # split/class/file or class/file
+    nested = [p for p in relpaths if len(PurePosixPath(p).parts) > depth]
+    if not nested:
+        return []
+    example = PurePosixPath(nested[0])
+    class_folder = PurePosixPath(*example.parts[: depth - 1])
+    classes = sorted({PurePosixPath(*PurePosixPath(p).parts[: depth - 1]).as_posix() for p in nested})
+    shown = ", ".join(classes[:5]) + (f" and {len(classes) - 5} more" if len(classes) > 5 else "")
+    return [
+        f"{len(nested)} image(s) lie in sub-folders of class folders, e.g. {example.as_posix()}: classes are taken from the "
+        f"first level ({shown}), so {example.as_posix()} counts as class {example.parts[depth - 2]!r}; point at "
+        f"{Path(root) / class_folder} instead if each of these folders is a dataset of its own"
+    ]
+
+
+def layout_notes(source: object) -> list[str]:
+    """Notes on how a source's layout was read; [] for sources without any."""
+    notes = getattr(source, "layout_notes", None)
+    return list(notes()) if callable(notes) else []
 
 
 def _require_nonempty_classes(root: Path, items: Sequence[Item]) -> None:
@@ -291,7 +374,7 @@ def _require_nonempty_classes(root: Path, items: Sequence[Item]) -> None:
         else:  # hidden folders (.ipynb_checkpoints) are not classes
             subdirs = [d for d in child.iterdir() if d.is_dir() and not d.name.startswith(".")]
         for d in subdirs:
-            has_files = any(_is_image_name(f.name) for f in d.rglob("*") if f.is_file())
+            has_files = any(is_image_name(f.name) for f in d.rglob("*") if f.is_file())
             if not has_files and d.name not in present:
                 raise UserError(f"class folder {d} holds no images; add images or remove the folder")
 
@@ -336,7 +419,7 @@ class CsvSource:
         ids = sorted({i.id for i in self.rows})
         existing = [i for i in ids if (self.root / i).is_file()]
         st = self.path.stat()
-        return _digest([f"{st.st_size}|{st.st_mtime_ns}", _stat_fingerprint(self.root, existing), str(len(ids))])
+        return fingerprint_digest([f"{st.st_size}|{st.st_mtime_ns}", _stat_fingerprint(self.root, existing), str(len(ids))])
 
 
 def parse_csv_list(text: str, where: str, *, tsv: bool = False) -> list[Item]:
@@ -459,7 +542,7 @@ class ArchiveSource:
                 if _normalise_member(prefix + item.id) not in order:
                     raise UserError(f"{self.path}!{listing}: {item.id!r} is not in the archive")
             return prefix, sorted(items, key=lambda i: order[_normalise_member(prefix + i.id)])
-        images = [n for n in names if _is_image_name(n)]
+        images = [n for n in names if is_image_name(n)]
         prefix = _common_folder(images)
         rel = [n[len(prefix):] for n in images]
         return prefix, items_from_layout(rel, self.class_map, str(self.path))
@@ -493,7 +576,7 @@ class ArchiveSource:
 
     def fingerprint(self) -> str:
         st = self.path.stat()
-        return _digest([self.path.name, str(st.st_size), str(st.st_mtime_ns), json.dumps(self.class_map, sort_keys=True)])
+        return fingerprint_digest([self.path.name, str(st.st_size), str(st.st_mtime_ns), json.dumps(self.class_map, sort_keys=True)])
 
 
 def _normalise_member(name: str) -> str:
@@ -551,7 +634,7 @@ class PairedSource:
         items = []
         stems: dict[str, set[str]] = {}
         for folder in (self.a_dir, self.b_dir):
-            files = sorted(f for f in (self.root / folder).iterdir() if f.is_file() and _is_image_name(f.name))
+            files = sorted(f for f in (self.root / folder).iterdir() if f.is_file() and is_image_name(f.name))
             if not files:
                 raise UserError(f"class folder {self.root / folder} holds no images")
             for f in files:
@@ -567,8 +650,8 @@ class PairedSource:
 
     def unpaired(self) -> list[str]:
         """Stems present in only one of the two folders."""
-        a = {f.stem for f in (self.root / self.a_dir).iterdir() if _is_image_name(f.name)}
-        b = {f.stem for f in (self.root / self.b_dir).iterdir() if _is_image_name(f.name)}
+        a = {f.stem for f in (self.root / self.a_dir).iterdir() if is_image_name(f.name)}
+        b = {f.stem for f in (self.root / self.b_dir).iterdir() if is_image_name(f.name)}
         return sorted(a ^ b)
 
     def payloads(self, items: Sequence[Item]) -> Iterator[Payload]:
@@ -655,7 +738,7 @@ class IdxSource(_ArraySource):
 
     def fingerprint(self) -> str:
         files = sorted(idx_files(self.path).values())
-        return _digest([_stat_fingerprint(self.path, [f.name for f in files]), str(self.class_names)])
+        return fingerprint_digest([_stat_fingerprint(self.path, [f.name for f in files]), str(self.class_names)])
 
 
 _IDX_MARKERS = (
@@ -788,7 +871,7 @@ class CifarSource(_ArraySource):
     def fingerprint(self) -> str:
         if self.path.is_file():
             st = self.path.stat()
-            return _digest([str(st.st_size), str(st.st_mtime_ns)])
+            return fingerprint_digest([str(st.st_size), str(st.st_mtime_ns)])
         names = sorted(f.name for f in self.path.iterdir() if f.is_file())
         return _stat_fingerprint(self.path, names)
 

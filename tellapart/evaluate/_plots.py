@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
+
+from tellapart._files import leaderboard_key
 
 __all__ = [
     "plot_confusion_matrix",
@@ -28,6 +31,7 @@ _TRAIN_COLOUR = "#1f77b4"
 _VAL_COLOUR = "#d62728"
 # Above this many classes the per-cell counts would be unreadable, so only colours are drawn.
 _MAX_ANNOTATED_CLASSES = 25
+_LABEL_CHARS = 32  # a leaderboard bar's label wraps past this many characters
 
 
 def _png_bytes(fig: Figure) -> bytes:
@@ -239,6 +243,9 @@ def plot_leaderboard(
 ) -> bytes:
     """Horizontal bar chart of one score per leaderboard row, best at the top.
 
+    Rows are ordered by the leaderboard's one sort key (higher score, then lower validation
+    loss, fewer training seconds, the name), the order the report's table shows them in.
+
     A row with a ``[lo, hi]`` list under ``f"{value_key}_ci"`` gets an error bar.
 
     Args:
@@ -249,13 +256,17 @@ def plot_leaderboard(
     Returns:
         PNG image bytes.
     """
+    scored = sorted(
+        ((i, row) for i, row in enumerate(rows) if _is_number(row.get(value_key))),
+        key=lambda p: leaderboard_key(p[1], value_key),
+    )
     points = [
-        (str(row.get(label_key, f"#{i + 1}")), float(row[value_key]), row.get(f"{value_key}_ci"))
-        for i, row in enumerate(rows)
-        if _is_number(row.get(value_key))
+        # long run names wrap (at hyphens first) instead of squeezing the bars
+        (textwrap.fill(str(row.get(label_key, f"#{i + 1}")), _LABEL_CHARS), float(row[value_key]), row.get(f"{value_key}_ci"))
+        for i, row in reversed(scored)  # barh draws bottom-up: the best last puts it on top
     ]
-    points.sort(key=lambda p: p[1])  # barh draws bottom-up, so ascending puts the best on top
-    fig = Figure(figsize=(7, max(1.8, 0.35 * len(points) + 1.0)), layout="constrained")
+    lines = sum(max(1, p[0].count("\n") + 1) for p in points)
+    fig = Figure(figsize=(7, max(1.8, 0.35 * len(points) + 0.17 * (lines - len(points)) + 1.0)), layout="constrained")
     ax = fig.add_subplot()
     if not points:
         ax.text(

@@ -12,9 +12,7 @@ import base64
 import html
 import json
 import math
-import os
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any, TypeGuard
 
 import yaml
 
+from tellapart._files import atomic_write, leaderboard_key
 from tellapart.evaluate._plots import (
     plot_confusion_matrix,
     plot_leaderboard,
@@ -140,7 +139,7 @@ def render_report(inputs: ReportInputs) -> str:
 
 
 def write_report(path: Path, inputs: ReportInputs) -> Path:
-    """Render the report and write it atomically (a temporary file, then ``os.replace``).
+    """Render the report and write it atomically (``tellapart._files.atomic_write``).
 
     A reader never sees a half-written report, and a failed render leaves any previous report
     in place.
@@ -155,15 +154,7 @@ def write_report(path: Path, inputs: ReportInputs) -> Path:
     path = Path(path)
     text = render_report(inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique sibling name keeps os.replace atomic (same filesystem); open() honours the umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
     return path
 
 
@@ -260,6 +251,8 @@ def _table(
     rows: Sequence[Sequence[str]],
     numeric: Sequence[bool],
     row_classes: Sequence[str] = (),
+    *,
+    escaped_headers: bool = False,
 ) -> str:
     """An HTML table from already-escaped cell strings.
 
@@ -268,6 +261,7 @@ def _table(
         rows: Cell HTML, one sequence per row.
         numeric: Per column, whether it holds numbers (aligned right).
         row_classes: Optional CSS class per row ("" for none); missing entries mean none.
+        escaped_headers: The headers are already-escaped HTML (e.g. with ``<wbr>`` break points).
     """
 
     def cell(tag: str, content: str, is_num: bool) -> str:
@@ -277,7 +271,7 @@ def _table(
         cls = row_classes[i] if i < len(row_classes) else ""
         return f'<tr class="{cls}">' if cls else "<tr>"
 
-    head = "".join(cell("th", _e(h), num) for h, num in zip(headers, numeric, strict=True))
+    head = "".join(cell("th", h if escaped_headers else _e(h), num) for h, num in zip(headers, numeric, strict=True))
     body = "".join(
         row_open(i)
         + "".join(cell("td", c, num) for c, num in zip(row, numeric, strict=True))
@@ -293,8 +287,17 @@ def _table(
 
 
 def _leaderboard_body(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The table (in its own scrolling box: a wide one never widens the page) and its chart.
+
+    Ranked rows keep their producer's order (fit, ladder and recipes rank with
+    ``leaderboard_key``, as the chart sorts); unranked rows are sorted with that key here, so
+    equal scores come out in the same order in the table and in the chart.
+    """
     if not rows:
         return None
+    value_key = next((k for k in ("accuracy", "val_acc") if any(_is_number(r.get(k)) for r in rows)), None)
+    if value_key is not None and not any(r.get("rank") is not None for r in rows):
+        rows = sorted(rows, key=lambda r: leaderboard_key(r, value_key))
     columns: list[str] = []
     for row in rows:
         columns.extend(key for key in row if key not in columns)
@@ -310,11 +313,12 @@ def _leaderboard_body(rows: Sequence[Mapping[str, Any]]) -> str | None:
         ]
         for row in rows
     ]
-    html_text = _table(columns, cells, numeric)
-    for key, what in (("accuracy", "accuracy"), ("val_acc", "validation accuracy")):
-        if any(_is_number(r.get(key)) for r in rows):
-            html_text += _chart(plot_leaderboard(rows, value_key=key), f"leaderboard {what} by run")
-            break
+    # underscores may break a long column name (train_seconds) over two lines
+    headers = [_e(c).replace("_", "_<wbr>") for c in columns]
+    html_text = _table(headers, cells, numeric, escaped_headers=True).replace('class="table-wrap"', 'class="table-wrap leaderboard"', 1)
+    if value_key is not None:
+        what = "accuracy" if value_key == "accuracy" else "validation accuracy"
+        html_text += _chart(plot_leaderboard(rows, value_key=value_key), f"leaderboard {what} by run")
     return html_text
 
 
@@ -560,6 +564,12 @@ border-left:6px solid var(--warn-border);border-radius:6px;padding:10px 16px}
 .warning-box ul{margin:0;padding-left:20px}
 #warnings h2{border-bottom-color:var(--warn-border)}
 .table-wrap{overflow-x:auto;margin:8px 0}
+.leaderboard{max-width:100%;border:1px solid var(--border);border-radius:6px}
+.leaderboard table{font-size:13px;width:100%}
+.leaderboard th,.leaderboard td{padding:5px 8px}
+.leaderboard th{vertical-align:bottom;min-width:4em}
+.leaderboard td.num{white-space:nowrap}
+.leaderboard td:not(.num){min-width:9em;max-width:22em;overflow-wrap:anywhere}
 table{border-collapse:collapse;font-size:14px;font-variant-numeric:tabular-nums}
 th,td{padding:6px 12px;border-bottom:1px solid var(--border);text-align:left;vertical-align:top}
 th{background:var(--panel);font-weight:600}

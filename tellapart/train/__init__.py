@@ -25,6 +25,7 @@ from ._ladder import DEFAULT_LADDER, Rung, first_network, load_ladder, run_ladde
 from ._loop import EvalResult, Feeder, TrainState, evaluate, logits_to_probs, train_one_epoch
 from ._lr_find import LRFinderResult, find_lr, suggest_lr
 from ._schedule import lr_at
+from ._spread import SeedSpread, seed_spread
 from ._throughput import measure_inference, measure_throughput
 
 __all__ = [
@@ -78,6 +79,8 @@ __all__ = [
     "resolve_runtime",
     "run_ladder",
     "run_seeds",
+    "SeedSpread",
+    "seed_spread",
     "rung_run",
     "save_checkpoint",
     "suggest_lr",

@@ -12,24 +12,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tellapart._errors import UserError
 from tellapart._files import atomic_write, rank_by_validation, write_table
+from tellapart.config import deep_merge, load_dataclass, load_mapping, yaml_load
 from tellapart.data import Cache
 from tellapart.models import model_kwargs
+from tellapart.runs import RunDir
 
-from ._config import TrainConfig, apply_overrides, config_from_dict, config_to_dict, deep_merge, yaml_load
+from ._config import TrainConfig, apply_overrides, config_from_dict, config_to_dict
 from ._baselines import BASELINES, BaselineResult, baseline_row, fit_baseline
 from ._fit import train
+from ._spread import seed_spread
 
-__all__ = ["Rung", "DEFAULT_LADDER", "first_network", "load_ladder", "run_ladder", "run_seeds", "rung_run"]
+__all__ = ["LadderFile", "Rung", "DEFAULT_LADDER", "first_network", "load_ladder", "run_ladder", "run_seeds", "rung_run"]
 
 
 @dataclass(frozen=True)
 class Rung:
+    """One entry of the ladder: a named config trained into its own folder."""
+
     name: str  # short name on the leaderboard and the rung's folder
     config: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig keys over the ladder's base
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise UserError(f"rung name {self.name!r} must be a non-empty folder name")
+
+
+@dataclass(frozen=True)
+class LadderFile:
+    """The shape of a ladder YAML (``tellapart ladder --ladder FILE``)."""
+
+    rungs: tuple[Rung, ...]  # trained in order, each over ``base``
+    base: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig keys shared by every rung
+
+    def __post_init__(self) -> None:
+        if not self.rungs:
+            raise UserError("a ladder needs at least one rung in 'rungs: [{name, config}]'")
 
 
 #: The seeds' ladder: linear baseline (SGD) -> MLP 200/60 -> MLP + dropout -> S0 CNN -> regularised CNN
@@ -38,7 +57,7 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
     Rung("linear", {"model": {"name": "linear"}, "optim": {"name": "sgd", "lr": 0.01}}),
     Rung("mlp", {"model": {"name": "mlp", "args": {"hidden": [200, 60]}}}),
     Rung("mlp_dropout", {"model": {"name": "mlp", "args": {"hidden": [200, 60], "dropout": 0.25}}}),
-    Rung("cnn", {"model": {"name": "s0_faces_cnn"}}),
+    Rung("s0_cnn", {"model": {"name": "s0_faces_cnn"}}),
     Rung(
         "cnn_regularised",
         {
@@ -46,7 +65,7 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
                 "name": "cnn",
                 "args": {
                     "blocks": [
-                        # 16-32-64: at 32-64-128 it trained 4.6x slower than the cnn rung on the CPU (28-px
+                        # 16-32-64: at 32-64-128 it trained 4.6x slower than the s0_cnn rung on the CPU (28-px
                         # Fashion-MNIST ladder, 2,622 vs 12,018 img/s); at these widths 2.7x (2,940 vs 8,016)
                         {"filters": 16, "batch_norm": True, "pool": "max"},
                         {"filters": 32, "batch_norm": True, "pool": "max", "dropout": 0.1},
@@ -67,22 +86,14 @@ DEFAULT_LADDER: tuple[Rung, ...] = (
 
 
 def load_ladder(path: str | Path) -> tuple[dict[str, Any], list[Rung]]:
-    """Reads a ladder YAML: ``base:`` (config shared by all rungs) and ``rungs: [{name, config}]``."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"ladder file not found: {p}")
-    try:
-        data = yaml_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{p} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("rungs"), list):
-        raise UserError(f"{p}: expected 'rungs:' with a list of {{name, config}} (and optionally 'base:')")
-    rungs = []
-    for k, entry in enumerate(data["rungs"]):
-        if not isinstance(entry, dict) or "name" not in entry or set(entry) - {"name", "config"}:
-            raise UserError(f"{p}: rung {k + 1} must have 'name' and optionally 'config'")
-        rungs.append(Rung(str(entry["name"]), entry.get("config") or {}))
-    return dict(data.get("base") or {}), rungs
+    """Reads a ladder YAML: ``base:`` (config shared by all rungs) and ``rungs: [{name, config}]``.
+
+    Raises:
+        UserError: a missing file, bad YAML, or unknown keys and wrong types, naming the file and key.
+    """
+    data = load_mapping(path, "'rungs:' with a list of {name, config} (and optionally 'base:')", what="ladder file")
+    ladder = load_dataclass(LadderFile, data, where=str(path))
+    return dict(ladder.base), list(ladder.rungs)
 
 
 def run_seeds(cache: Cache, config: Mapping[str, Any], out: Path, *, seeds: int, progress: bool) -> dict[str, Any]:
@@ -98,21 +109,14 @@ def run_seeds(cache: Cache, config: Mapping[str, Any], out: Path, *, seeds: int,
         run_dir = out if seeds == 1 else out / f"seed-{k}"
         cfg = config_from_dict({**config, "seed": base_seed + k}, str(out))
         _require_same_config(run_dir, cfg)
-        summary_path = run_dir / "summary.json"
-        if summary_path.is_file():
-            rows.append(json.loads(summary_path.read_text()))
-            continue
-        # a run that started (config.yaml written) resumes, from scratch if it never checkpointed
-        resume = (run_dir / "checkpoints" / "last.pt").is_file() or (run_dir / "config.yaml").is_file()
-        if run_dir.exists() and not resume and any(run_dir.iterdir()):
-            raise UserError(f"{run_dir} holds files but no run; remove it to retrain")
-        rows.append(train(cache, cfg, run_dir, resume=resume, progress=progress).summary)
+        # RunDir's rule: a finished run is read back, a started one resumes (or restarts), a new one trains
+        rows.append(train(cache, cfg, run_dir, resume=None, progress=progress).summary)
     return _aggregate(rows, out, seeds)
 
 
 def _require_same_config(run_dir: Path, cfg: TrainConfig) -> None:
     """A run folder is reused only for the config it was started with, never silently for another."""
-    path = run_dir / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.is_file():
         return
     started = {k: v for k, v in (yaml_load(path.read_text()) or {}).items() if k != "cache"}
@@ -134,11 +138,13 @@ def _aggregate(rows: Sequence[dict[str, Any]], out: Path, seeds: int) -> dict[st
     accs = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
     losses = [r["val_loss"] for r in rows if r.get("val_loss") is not None]
     first = rows[0]
+    spread = seed_spread(accs) if accs else None
     return {
         "model": first["model"],
         "params": first["params"],
         "val_acc": round(statistics.fmean(accs), 6) if accs else None,
         "val_acc_std": round(statistics.stdev(accs), 6) if len(accs) > 1 else None,
+        "val_acc_ci": list(spread.ci) if spread and spread.ci else None,  # 95% t-interval of the mean over seeds
         "val_loss": round(statistics.fmean(losses), 6) if losses else None,
         "best_epoch": first["best_epoch"],
         "epochs": first["epochs"],
@@ -150,7 +156,7 @@ def _aggregate(rows: Sequence[dict[str, Any]], out: Path, seeds: int) -> dict[st
     }
 
 
-_FIELDS = ("rank", "rung", "kind", "model", "params", "val_acc", "val_acc_std", "val_loss", "best_epoch", "epochs",
+_FIELDS = ("rank", "rung", "kind", "model", "params", "val_acc", "val_acc_std", "val_acc_ci", "val_loss", "best_epoch", "epochs",
            "train_seconds", "images_per_s", "seeds", "run", "note")  # fmt: skip
 
 
