@@ -8,10 +8,17 @@ Side by side in one run, on the same files:
     (``--tf-python``; default ``.venv-bench/bin/python``);
   * reading a 20,000-image 64x64x3 cache: shuffled batches of 256 as normalised float tensors.
 
-Usage:
-    python bench/bench_prepare.py --images 400 --sizes 64 128 150
-Each measurement runs in its own process pinned with ``taskset`` to 1 or 2 cores.
-Run it alone on the machine: another busy process makes both sides slower and the ratio noisy.
+The method (bench/_method.py): the corpus's measured properties are printed first (count, pixel
+size, mean KiB per file, JPEG quality used). Each measurement is a fresh process pinned with
+``taskset`` to 1 or 2 cores and timed the same way on both sides: wall time from just before the
+pipeline is built to the last decoded image. One untimed run of each side warms the page cache;
+then the sides interleave (tellapart, TensorFlow, tellapart, …) for ``--repeats`` rounds, and the
+median, min–max and ratio of medians are printed.
+
+Reproduce (alone on the machine; about 15 minutes on 2 cores):
+    .venv/bin/python bench/bench_prepare.py --images 400 --sizes 64 128 150 --repeats 3
+GPU decoding (tellapart side only, nvJPEG):
+    .venv/bin/python bench/bench_prepare.py --sizes 64 150 --sides tellapart --decode-device cuda --skip-reads
 """
 
 from __future__ import annotations
@@ -24,12 +31,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _method import (
+    check_repeats,
+    interleaved,
+    jpeg_corpus,
+    markdown_table,
+    ratio_of_medians,
+)
 
-from tellapart.data import Cache, PrepareConfig, Preprocess, SynthConfig, epoch_order, iter_batches, open_source, prepare, synth_faces, to_tensor
+from tellapart.data import (
+    PrepareConfig,
+    Preprocess,
+    SynthConfig,
+    open_source,
+    prepare,
+    synth_faces,
+)
 
 TF_SCRIPT = r"""
 import json, sys, time
@@ -40,21 +60,24 @@ tf.config.threading.set_inter_op_parallelism_threads(threads)
 def load(path):
     img = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
     return tf.cast(tf.image.resize(img, (size, size)), tf.uint8)
+start = time.perf_counter()  # as tellapart's side: from just before the pipeline is built
 files = tf.data.Dataset.list_files(folder + "/*/*.jpg", shuffle=False)
 options = tf.data.Options()
 options.threading.private_threadpool_size = threads  # tf.data's own pool would otherwise use every core
 options.threading.max_intra_op_parallelism = 1
 ds = files.map(load, num_parallel_calls=threads).cache().prefetch(tf.data.AUTOTUNE).with_options(options)
-start = time.perf_counter()
 n = sum(1 for _ in ds)  # the first pass decodes every file (later epochs read tf.data's cache)
 seconds = time.perf_counter() - start
 print(json.dumps({"n": n, "seconds": seconds}))
 """
 
 
+JPEG_QUALITY = 90  # what make_jpegs writes at
+
+
 def make_jpegs(folder: Path, count: int) -> None:
     """count 1024x1024 JPEGs of photographic-looking faces (the synthetic generator at full size)."""
-    synth_faces(folder, SynthConfig(pairs=count // 2, size=1024, seed=1, quality=90), progress=False)
+    synth_faces(folder, SynthConfig(pairs=count // 2, size=1024, seed=1, quality=JPEG_QUALITY), progress=False)
 
 
 PREPARE_SCRIPT = r"""
@@ -62,10 +85,11 @@ import json, shutil, sys, time
 from pathlib import Path
 from tellapart.data import PrepareConfig, Preprocess, open_source, prepare
 if __name__ == "__main__":
-    folder, out, size, workers = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    folder, out, size, workers, device = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     shutil.rmtree(out, ignore_errors=True)
+    extra = {} if device == "cpu" else {"decode_device": device}
     start = time.perf_counter()
-    cache = prepare(open_source(folder, kind="paired"), out, PrepareConfig(preprocess=Preprocess(size=size), workers=workers), progress=False)
+    cache = prepare(open_source(folder, kind="paired"), out, PrepareConfig(preprocess=Preprocess(size=size), workers=workers, **extra), progress=False)
     print(json.dumps({"n": len(cache), "seconds": time.perf_counter() - start}))
 """
 
@@ -75,10 +99,10 @@ def _cores(n: int) -> list[str]:
     return ["taskset", "-c", ",".join(str(c) for c in range(n))] if shutil.which("taskset") else []
 
 
-def time_prepare(folder: Path, size: int, workers: int, work: Path) -> float:
+def time_prepare(folder: Path, size: int, workers: int, work: Path, device: str = "cpu") -> float:
     script = work / "prepare_once.py"
     script.write_text(PREPARE_SCRIPT)
-    cmd = [*_cores(workers), sys.executable, str(script), str(folder), str(work / f"cache-{size}-{workers}"), str(size), str(workers)]
+    cmd = [*_cores(workers), sys.executable, str(script), str(folder), str(work / f"cache-{size}-{workers}"), str(size), str(workers), device]
     result = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     return result["n"] / result["seconds"]
 
@@ -132,25 +156,42 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--skip-reads", action="store_true", help="skip the cache-read measurement")
     parser.add_argument("--reads-only", action="store_true", help="only the cache-read measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved fresh-process runs per side (3+)")
+    parser.add_argument("--sides", nargs="+", default=["tellapart", "tensorflow"], choices=["tellapart", "tensorflow"])
+    parser.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--decode-device", default="cpu", help="tellapart's JPEG decoder: cpu, or cuda (nvJPEG)")
+    parser.add_argument("--smoke", action="store_true", help="check the script runs: 1 repetition, no warm-up (figures meaningless)")
     args = parser.parse_args()
+    if not args.smoke:
+        check_repeats(args.repeats)
     work = args.work or Path(tempfile.mkdtemp(prefix="tellapart-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     folder = work / "jpegs"
     if not folder.exists() and not args.reads_only:
         print(f"writing {args.images} 1024x1024 JPEGs to {folder} ...", file=sys.stderr)
         make_jpegs(folder, args.images)
+    if not args.reads_only:
+        print(f"corpus: {jpeg_corpus(folder, JPEG_QUALITY)}", flush=True)
     rows = []
     for size in [] if args.reads_only else args.sizes:
-        for cores in (1, 2):
-            ours = time_prepare(folder, size, cores, work)
-            theirs = time_tf(args.tf_python, folder, size, cores)
-            rows.append({"size": size, "cores": cores, "tellapart_img_s": round(ours, 1), "tensorflow_img_s": round(theirs, 1), "ratio": round(ours / theirs, 2)})
-            print(json.dumps(rows[-1]), flush=True)
+        for cores in args.cores:
+            sides = {
+                "tellapart": lambda size=size, cores=cores: time_prepare(folder, size, cores, work, args.decode_device),
+                "tensorflow": lambda size=size, cores=cores: time_tf(args.tf_python, folder, size, cores),
+            }
+            sides = {k: v for k, v in sides.items() if k in args.sides}
+            if not args.smoke:
+                for measure in sides.values():
+                    measure()  # untimed: warms the page cache with the JPEG files
+            print(f"{size} px, {cores} core(s):", flush=True)
+            samples = interleaved(sides, 1 if args.smoke else args.repeats)
+            ratio = f"{ratio_of_medians(samples['tellapart'], samples['tensorflow']):.2f}x" if len(samples) == 2 else "-"
+            rows.append([size, cores, *(samples[k].describe() if k in samples else "-" for k in ("tellapart", "tensorflow")), ratio])
+            print(json.dumps({"size": size, "cores": cores, **{k: list(v.values) for k, v in samples.items()}}), flush=True)
     if rows:
-        print("\n| size | cores | tellapart prepare (img/s) | TensorFlow tf.data (img/s) | ratio |")
-        print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['size']} | {r['cores']} | {r['tellapart_img_s']} | {r['tensorflow_img_s']} | {r['ratio']}x |")
+        decoder = f"tellapart prepare ({args.decode_device} decode)"
+        print()
+        print(markdown_table(["size", "cores", decoder, "TensorFlow tf.data", "ratio of medians"], rows))
     if not args.skip_reads:
         speed, n = time_cache_reads(work)
         print(f"\ncache reads: {speed:,.0f} images/s (64x64x3, {n} images, shuffled batches of 256 -> normalised float tensors)")

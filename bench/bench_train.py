@@ -1,15 +1,22 @@
 """Benchmark: training images/s of the seeds' models, tellapart's engine vs Keras 3 on TensorFlow.
 
-Each model trains on the same random data shape with the same batch size and 2 threads; the
-two sides alternate model by model in one run. tellapart runs its real ``train()`` (cache ->
-run folder) in a subprocess; Keras runs ``model.fit`` in a subprocess of the benchmark venv
-(``--tf-python``), once in float32 and once with the ``mixed_bfloat16`` policy, and the faster
-is the peer. Both sides get the same environment (including tellapart's malloc settings).
-Speed is taken from the epochs after the first (compile/warm-up excluded).
+Each model trains on the same random data shape with the same batch size and 2 threads.
+tellapart runs its real ``train()`` (cache -> run folder); Keras runs ``model.fit`` on in-memory
+arrays in the benchmark venv (``--tf-python``), once in float32 and once with the
+``mixed_bfloat16`` policy, and the faster (by median) is the peer. Both sides get the same
+environment (including tellapart's malloc settings).
 
-Usage:
-    python bench/bench_train.py [--models s0 s1 s3] [--images 2048] [--epochs 3] [--compile]
-Run it alone on the machine.
+The method (bench/_method.py): each repetition is a fresh process; sides interleave
+(tellapart, Keras fp32, Keras bf16, tellapart, …) for ``--repeats`` rounds; every side is timed
+the same way, by the wall time between epoch ends (train()'s ``on_epoch_end`` hook, a Keras
+callback's ``on_epoch_end``) over the epochs after the first, so data loading, augmentation
+and tellapart's per-epoch checkpoint writes all count; each epoch is ``--steps`` batches
+(100+). Printed: median and min–max per side, and the ratio of medians.
+
+Reproduce (alone on the machine; about 1.5 h on 2 cores):
+    .venv/bin/python bench/bench_train.py --models s0 s1 s3 --steps 100 --epochs 3 --repeats 3
+GPU (tellapart side only: the benchmark venv has no CUDA TensorFlow):
+    .venv/bin/python bench/bench_train.py --models s0 s1 s3 --sides tellapart --device cuda
 """
 
 from __future__ import annotations
@@ -17,13 +24,22 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from _method import (
+    EPOCH_CLOCK,
+    Samples,
+    check_repeats,
+    check_steps,
+    interleaved,
+    markdown_table,
+    rate_from_epoch_ends,
+    ratio_of_medians,
+    run_json,
+)
 
 from tellapart._launch import MALLOC_SETTINGS
 
@@ -48,11 +64,11 @@ loss = 'binary_crossentropy'
            "keras": """
 reg = keras.regularizers.l2(0.001)
 layers = [keras.Input((32, 32, 3))]
-for f, d in ((32, 0.2), (64, 0.3), (128, 0.4)):
-    for _ in range(2):
+for f, n, d in ((32, 2, 0.2), (64, 2, 0.3), (128, 1, 0.4)):  # one 128 conv; L2 on the convs only
+    for _ in range(n):
         layers += [L.Conv2D(f, 3, padding='same', kernel_initializer='he_uniform', kernel_regularizer=reg), L.Activation('mish'), L.BatchNormalization()]
     layers += [L.MaxPooling2D(2), L.Dropout(d)]
-layers += [L.Flatten(), L.Dense(128, kernel_initializer='he_uniform', kernel_regularizer=reg), L.Activation('mish'), L.BatchNormalization(), L.Dropout(0.5), L.Dense(10, activation='softmax')]
+layers += [L.Flatten(), L.Dense(128, kernel_initializer='he_uniform'), L.Activation('mish'), L.BatchNormalization(), L.Dropout(0.5), L.Dense(10, activation='softmax')]
 m = keras.Sequential(layers)
 loss = 'sparse_categorical_crossentropy'
 """},
@@ -73,8 +89,8 @@ loss = 'sparse_categorical_crossentropy'
 """},
 }
 
-KERAS_SCRIPT = r"""
-import json, os, sys, time
+KERAS_SCRIPT = EPOCH_CLOCK + r"""
+import json, os, sys
 import numpy as np
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -89,23 +105,21 @@ m.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=["accuracy"]
 rng = np.random.default_rng(0)
 x = rng.random((spec["images"], spec["size"], spec["size"], spec["channels"]), dtype=np.float32)
 y = rng.integers(0, spec["classes"], spec["images"])
-times = []
-class T(keras.callbacks.Callback):
-    def on_epoch_begin(self, e, logs=None): self.t = time.perf_counter()
-    def on_epoch_end(self, e, logs=None): times.append(time.perf_counter() - self.t)
-m.fit(x, y, batch_size=spec["batch"], epochs=spec["epochs"], verbose=0, callbacks=[T()])
-print(json.dumps({"images_per_s": spec["images"] / (sum(times[1:]) / len(times[1:]))}))
+class Clock(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None): stamp()
+m.fit(x, y, batch_size=spec["batch"], epochs=spec["epochs"], verbose=0, callbacks=[Clock()])
+print(json.dumps({"stamps": EPOCH_ENDS, "precision": spec["policy"]}))
 """
 
-TELLAPART_SCRIPT = r"""
-import json, sys
+TELLAPART_SCRIPT = EPOCH_CLOCK + r"""
+import json, shutil, sys
 from tellapart.train import config_from_dict, train
 spec = json.loads(sys.argv[1])
-cfg = config_from_dict({"model": spec["model"], "epochs": spec["epochs"], "batch_size": spec["batch"],
+shutil.rmtree(spec["out"], ignore_errors=True)  # a fresh run each repetition, never a resume
+cfg = config_from_dict({"model": spec["model"], "epochs": spec["epochs"], "batch_size": spec["batch"], "device": spec["device"],
                         "single_logit": spec["single_logit"], "checkpoint_every_s": 0, **spec.get("extra", {})})
-result = train(spec["cache"], cfg, spec["out"], progress=False, tensorboard=False)
-later = result.history[1:]
-print(json.dumps({"images_per_s": sum(r["images_per_s"] for r in later) / len(later), "precision": result.summary["precision"]}))
+result = train(spec["cache"], cfg, spec["out"], progress=False, tensorboard=False, on_epoch_end=stamp)
+print(json.dumps({"stamps": EPOCH_ENDS, "precision": result.summary["precision"]}))
 """
 
 
@@ -116,7 +130,13 @@ def _idx(path: Path, array: np.ndarray) -> None:
 
 def make_cache(work: Path, name: str, spec: dict, images: int) -> Path:
     """A cache of random images of the model's input shape (all in train: val/test shares 0)."""
-    from tellapart.data import PrepareConfig, Preprocess, SplitConfig, open_source, prepare
+    from tellapart.data import (
+        PrepareConfig,
+        Preprocess,
+        SplitConfig,
+        open_source,
+        prepare,
+    )
 
     folder = work / f"idx-{name}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,41 +148,69 @@ def make_cache(work: Path, name: str, spec: dict, images: int) -> Path:
     return prepare(open_source(folder, kind="idx"), work / f"cache-{name}", cfg, progress=False).path
 
 
-def run(cmd: list[str]) -> dict:
-    env = {**os.environ, **MALLOC_SETTINGS, "TF_CPP_MIN_LOG_LEVEL": "3", "TELLAPART_NO_REEXEC": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+ENV = {**MALLOC_SETTINGS, "TF_CPP_MIN_LOG_LEVEL": "3", "TELLAPART_NO_REEXEC": "1"}
+
+
+def one_run(cmd: list[str], images: int, precisions: dict[str, str], label: str) -> float:
+    """images/s of one fresh-process repetition, from its epoch-end stamps (the first epoch is the warm-up)."""
+    out = run_json(cmd, ENV)
+    precisions[label] = out["precision"]
+    return rate_from_epoch_ends(out["stamps"], images)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--images", type=int, default=2048)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=["s0", "s1", "s3"], choices=list(MODELS))
+    parser.add_argument("--steps", type=int, default=100, help="batches per epoch (100+; images = batch x steps)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is the warm-up (2+)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved fresh-process runs per side (3+)")
+    parser.add_argument("--sides", nargs="+", default=["tellapart", "keras_fp32", "keras_bf16"], choices=["tellapart", "keras_fp32", "keras_bf16"])
+    parser.add_argument("--device", default="cpu", help="tellapart's training device (cpu, cuda)")
     parser.add_argument("--compile", action="store_true", help="tellapart trains with compile: true (torch.compile; its compile time falls in epoch 1, which is not counted)")
+    parser.add_argument("--smoke", action="store_true", help="check the script runs: 2 steps, 1 repetition (figures meaningless)")
     parser.add_argument("--tf-python", default=str(Path(__file__).resolve().parents[1] / ".venv-bench/bin/python"))
     args = parser.parse_args()
+    if not args.smoke:
+        check_repeats(args.repeats)
+    if args.epochs < 2:
+        raise SystemExit("--epochs must be 2+: the first epoch is the untimed warm-up")
     work = Path(tempfile.mkdtemp(prefix="tellapart-bench-train-"))
-    rows = []
+    table = []
     for name in args.models:
-        spec = {**MODELS[name], "images": args.images, "epochs": args.epochs}
+        spec = {**MODELS[name], "epochs": args.epochs, "device": args.device}
+        images = spec["batch"] * (2 if args.smoke else args.steps)
+        if not args.smoke:
+            check_steps(images, spec["batch"])
+        spec["images"] = images
         if args.compile:
             spec["extra"] = {**spec.get("extra", {}), "compile": True}
-        cache = make_cache(work, name, spec, args.images)
-        ours = run([sys.executable, "-c", TELLAPART_SCRIPT, json.dumps({**spec, "cache": str(cache), "out": str(work / f"run-{name}")})])
-        keras = {p: run([args.tf_python, "-c", KERAS_SCRIPT, json.dumps({**spec, "policy": p})])["images_per_s"] for p in ("float32", "mixed_bfloat16")}
-        peer = max(keras, key=keras.get)
-        row = {"model": name + (" (compiled)" if args.compile else ""), "batch": spec["batch"], "tellapart_img_s": round(ours["images_per_s"], 1), "tellapart_precision": ours["precision"],
-               "keras_fp32_img_s": round(keras["float32"], 1), "keras_bf16_img_s": round(keras["mixed_bfloat16"], 1),
-               "ratio_vs_faster_keras": round(ours["images_per_s"] / keras[peer], 2)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    print("\n| model | batch | tellapart (img/s) | Keras fp32 (img/s) | Keras bf16 (img/s) | ratio vs faster Keras |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['tellapart_img_s']} ({r['tellapart_precision']}) | {r['keras_fp32_img_s']} | {r['keras_bf16_img_s']} | {r['ratio_vs_faster_keras']}x |")
+        cache = make_cache(work, name, spec, images)
+        ours = [sys.executable, "-c", TELLAPART_SCRIPT, json.dumps({**spec, "cache": str(cache), "out": str(work / f"run-{name}")})]
+        commands = {
+            "tellapart": ours,
+            "keras_fp32": [args.tf_python, "-c", KERAS_SCRIPT, json.dumps({**spec, "policy": "float32"})],
+            "keras_bf16": [args.tf_python, "-c", KERAS_SCRIPT, json.dumps({**spec, "policy": "mixed_bfloat16"})],
+        }
+        precisions: dict[str, str] = {}
+        print(f"{name}: {images} images, batch {spec['batch']}, {images // spec['batch']} steps/epoch, {args.epochs} epochs (1 warm-up)", flush=True)
+        samples = interleaved(
+            {side: (lambda side=side, cmd=commands[side], n=images, seen=precisions: one_run(cmd, n, seen, side)) for side in args.sides},
+            1 if args.smoke else args.repeats,
+        )
+        row = [name + (" (compiled)" if args.compile else ""), spec["batch"]]
+        row += [samples[side].describe() if side in samples else "-" for side in ("tellapart", "keras_fp32", "keras_bf16")]
+        keras = [samples[side] for side in ("keras_fp32", "keras_bf16") if side in samples]
+        if "tellapart" in samples and keras:
+            peer: Samples = max(keras, key=lambda k: k.median)
+            row.append(f"{ratio_of_medians(samples['tellapart'], peer):.2f}x vs {peer.label}")
+        else:
+            row.append("-")
+        row.append(precisions.get("tellapart", "-"))
+        table.append(row)
+        print(json.dumps({"model": name, **{k: list(v.values) for k, v in samples.items()}}), flush=True)
+    header = ["model", "batch", "tellapart", "Keras fp32", "Keras bf16", "ratio of medians vs faster Keras", "tellapart precision"]
+    print()
+    print(markdown_table(header, table))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from _fixtures_train import TINY_CNN, easy_cache, easy_images, fast_config  # no
 
 from tellapart.data import Cache, epoch_order
 from tellapart.train import Feeder, TrainState, evaluate, read_checkpoint, resolve_runtime, train, train_one_epoch
-from tellapart.train._fit import _build_optimizer, build_model_for
+from tellapart.train._builders import build_model_for, build_optimizer
 
 
 def _setup(cache: Cache, *overrides: str):  # type: ignore[no-untyped-def]
@@ -20,7 +20,7 @@ def _setup(cache: Cache, *overrides: str):  # type: ignore[no-untyped-def]
     model, _ = build_model_for(cache, cfg)
     runtime = resolve_runtime("cpu", "fp32", "off", 1, is_conv=False)
     feeder = Feeder(cache.pixels, cache.labels, tuple(cache.mean), tuple(cache.std), runtime)
-    state = TrainState(model, _build_optimizer(model, cfg), torch.Generator().manual_seed(0))
+    state = TrainState(model, build_optimizer(model, cfg), torch.Generator().manual_seed(0))
     return cfg, state, feeder
 
 

@@ -20,7 +20,10 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["Decoded", "Fit", "Payload", "Preprocess", "Refused", "decode", "max_pixels", "MAX_PIXELS", "MAX_PIXELS_ENV"]
+__all__ = [
+    "DECODE_DEVICES", "Decoded", "Fit", "Payload", "Preprocess", "Refused", "decode", "decode_device_for", "max_pixels",
+    "MAX_PIXELS", "MAX_PIXELS_ENV",
+]
 
 Fit = Literal["stretch", "center-crop", "pad"]
 FITS: tuple[str, ...] = ("stretch", "center-crop", "pad")
@@ -85,13 +88,40 @@ class Decoded:
 
 @dataclass(frozen=True)
 class LimitedPreprocess(Preprocess):
-    """``Preprocess`` plus the decoder's pixel limit, as handed to decoding workers (never stored)."""
+    """``Preprocess`` plus the decoder's settings, as handed to decoding workers (never stored)."""
 
     max_pixels: int = MAX_PIXELS  # images with more pixels are refused as decompression bombs
+    decode_device: str = "cpu"  # where JPEGs are decoded: "cpu" (Pillow) or a torch device (nvJPEG on "cuda")
 
     @classmethod
-    def of(cls, pre: Preprocess, max_pixels: int) -> LimitedPreprocess:
-        return cls(size=pre.size, grayscale=pre.grayscale, fit=pre.fit, max_pixels=max_pixels)
+    def of(cls, pre: Preprocess, max_pixels: int, decode_device: str = "cpu") -> LimitedPreprocess:
+        return cls(size=pre.size, grayscale=pre.grayscale, fit=pre.fit, max_pixels=max_pixels, decode_device=decode_device)
+
+
+#: ``prepare --decode-device`` choices: Pillow on the CPU, or nvJPEG on a CUDA GPU.
+DECODE_DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
+
+def decode_device_for(asked: str) -> tuple[str, str | None]:
+    """The JPEG decoder ``prepare`` will use for ``--decode-device asked``, and a note when it differs.
+
+    "cuda" needs a GPU PyTorch can see; without one, decoding falls back to the CPU (the cache is
+    the same but for tiny rounding differences) rather than failing a long preparation.
+
+    Raises:
+        UserError: ``asked`` is not a decode device.
+    """
+    from tellapart._errors import UserError
+
+    if asked not in DECODE_DEVICES and not asked.startswith("cuda:"):
+        raise UserError(f"--decode-device must be one of {', '.join(DECODE_DEVICES)} (or cuda:N); got {asked!r}")
+    if asked == "cpu":
+        return "cpu", None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", f"--decode-device {asked}: PyTorch sees no CUDA GPU here; decoding JPEGs on the CPU instead"
+    return asked, None
 
 
 #: What ``_to_8bit_mode`` says of an image whose content lived only in its alpha channel.
@@ -136,7 +166,11 @@ def _decode_bytes(data: bytes, pre: Preprocess, limit: int) -> Decoded:
         width, height, mode, fmt = img.width, img.height, img.mode, img.format or ""
         if width * height > limit:
             raise Image.DecompressionBombError(f"{width}x{height}")
-        if fmt == "JPEG":
+        device = getattr(pre, "decode_device", "cpu")
+        reduced = _device_jpeg(data, img, pre, device) if fmt == "JPEG" and device != "cpu" else None
+        if reduced is not None:
+            img = reduced
+        elif fmt == "JPEG":
             img.draft("L" if pre.grayscale else "RGB", _draft_request(width, height, pre))
         img.load()
     img = ImageOps.exif_transpose(img) or img
@@ -151,6 +185,40 @@ def _decode_array(array: np.ndarray, pre: Preprocess) -> Decoded:
     img = Image.fromarray(array)
     pixels, phash, note = _finish(img, pre)
     return Decoded(pixels, img.width, img.height, img.mode, "array", content_hash, phash, note=note)
+
+
+def _draft_scale(width: int, height: int, request: tuple[int, int]) -> int:
+    """The DCT reduction (1, 2, 4 or 8) Pillow's ``draft`` picks for ``request``: the largest that keeps it."""
+    scale = min(width // max(request[0], 1), height // max(request[1], 1))
+    return next(s for s in (8, 4, 2, 1) if scale >= s)
+
+
+def _device_jpeg(data: bytes, original: Image.Image, pre: Preprocess, device: str) -> Image.Image | None:
+    """Decodes a JPEG with torchvision (nvJPEG on CUDA), reduced on the device as ``draft`` would.
+
+    Returns a Pillow image at the reduced size, carrying the original's EXIF so orientation is
+    applied as on the CPU path; or None when the device decoder refuses the file (CMYK, progressive
+    on some nvJPEG versions), which then takes the Pillow path.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        mode = ImageReadMode.GRAY if pre.grayscale else ImageReadMode.RGB
+        pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode, device=device)
+    except RuntimeError:
+        return None
+    height, width = pixels.shape[-2:]
+    scale = _draft_scale(width, height, _draft_request(width, height, pre))
+    if scale > 1:  # area average over scale x scale blocks: what DCT scaling approximates
+        size = (math.ceil(height / scale), math.ceil(width / scale))
+        pixels = F.interpolate(pixels[None].float(), size=size, mode="area")[0].round_().clamp_(0, 255).to(torch.uint8)
+    array = pixels.permute(1, 2, 0).cpu().numpy()
+    img = Image.fromarray(array[:, :, 0] if pre.grayscale else array, "L" if pre.grayscale else "RGB")
+    if "exif" in original.info:
+        img.info["exif"] = original.info["exif"]
+    return img
 
 
 def _draft_request(width: int, height: int, pre: Preprocess) -> tuple[int, int]:

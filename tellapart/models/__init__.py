@@ -7,7 +7,7 @@
 
 from tellapart.models._base import Classifier
 from tellapart.models._families import CNN, MLP, ConvBlock, LinearClassifier
-from tellapart.models._layers import ACTIVATIONS, INITS, POOLS
+from tellapart.models._layers import ACTIVATIONS, INITS, POOLS, Mish
 from tellapart.models._pretrained import BACKBONES, Backbone, BackboneFeatures, register_backbone
 from tellapart.models._presets import grid_cnn, s0_faces_cnn, s1_grid_winner, s3_cifar_vgg  # noqa: F401  (registers)
 from tellapart.models._registry import create_model, list_models, min_input_size, model_kwargs, register
@@ -19,6 +19,7 @@ __all__ = [
     "INITS",
     "MLP",
     "POOLS",
+    "Mish",
     "Backbone",
     "BackboneFeatures",
     "Classifier",

@@ -80,6 +80,16 @@ class Classifier(nn.Module):
         """Images (N, C, H, W) to logits (N, ``num_classes``)."""
         return self.forward_head(self.forward_features(x))
 
+    def decay_parameters(self) -> list[nn.Parameter]:
+        """Trainable tensors the trainer applies weight decay to.
+
+        Default: every weight matrix or kernel (ndim > 1), never biases or norm
+        scales, as Keras regularises kernels only. Presets whose seed put
+        ``kernel_regularizer`` on some layers only (e.g. convolutions, not Dense)
+        override this so the decayed set matches the seed.
+        """
+        return [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replaces the final linear layer with a fresh one of ``num_classes`` outputs.
 

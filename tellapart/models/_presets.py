@@ -10,12 +10,14 @@ flatten order (channels-first here; Keras weights are never loaded).
 
 from __future__ import annotations
 
+from torch import nn
+
 from tellapart._errors import UserError
 from tellapart.models._families import CNN, ConvBlock, cnn
 from tellapart.models._layers import check_int, check_rate
 from tellapart.models._registry import register
 
-__all__ = ["grid_cnn", "s0_faces_cnn", "s1_grid_winner", "s3_cifar_vgg"]
+__all__ = ["ConvL2CNN", "grid_cnn", "s0_faces_cnn", "s1_grid_winner", "s3_cifar_vgg"]
 
 # Smallest inputs the presets' conv stacks fit, px; tests/test_models.py checks each.
 _S0_MIN = 13  # 13 → 6 (3×3 /2) → 1 (6×6 /2)
@@ -121,28 +123,56 @@ def s1_grid_winner(*, in_chans: int, num_classes: int, input_size: int) -> CNN:
     )
 
 
+class ConvL2CNN(CNN):
+    """A ``cnn`` whose seed put ``kernel_regularizer`` on its convolutions only.
+
+    Keras regularises exactly the layers given a regularizer; the seed gave none to its
+    Dense layers, so the trainer's weight decay must skip them too.
+    """
+
+    @classmethod
+    def from_cnn(cls, model: CNN) -> ConvL2CNN:
+        """The same layers (shared, not copied) with conv-only weight decay."""
+        out = cls(
+            features=model.features,
+            num_features=model.num_features,
+            head=model.head,
+            head_features=model.classifier.in_features,
+            num_classes=model.num_classes,
+        )
+        out.classifier = model.classifier  # keep the built (seeded) output layer, not a fresh one
+        return out
+
+    def decay_parameters(self) -> list[nn.Parameter]:
+        """Conv kernels only: no Dense or output weights, biases or BatchNorm scales."""
+        return [m.weight for m in self.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
+
+
 @register("s3_cifar_vgg", min_input_size=_VGG_MIN)
 def s3_cifar_vgg(*, in_chans: int, num_classes: int, input_size: int, l2: float = 1e-3) -> CNN:
     """The S3 VGG-style CIFAR-10 CNN with Mish, BatchNorm and dropout, designed for 32×32×3 input.
 
-    Keras layers reproduced, for (f, d) in (32, 0.2), (64, 0.3), (128, 0.4)::
+    Keras layers reproduced, for (f, n, d) in (32, 2, 0.2), (64, 2, 0.3), (128, 1, 0.4)::
 
-        Conv2D(f, 3, padding="same", kernel_initializer="he_uniform", kernel_regularizer=L2(l2))
-        Activation("mish"), BatchNormalization()
-        Conv2D(f, 3, padding="same", kernel_initializer="he_uniform", kernel_regularizer=L2(l2))
-        Activation("mish"), BatchNormalization()
+        n × [Conv2D(f, 3, padding="same", kernel_initializer="he_uniform", kernel_regularizer=L2(l2)),
+             Activation("mish"), BatchNormalization()]
         MaxPooling2D(2), Dropout(d)
 
-    then::
+    (two 32 convs, two 64 convs, one 128 conv), then::
 
         Flatten()
         Dense(128, kernel_initializer="he_uniform"), Activation("mish"), BatchNormalization()
         Dropout(0.5)
         Dense(num_classes)                            # seed: Dense(10, softmax)
 
-    The L2 penalty is not a layer here: ``l2`` is stored as
-    ``model.default_weight_decay`` for the trainer to apply. Keras adds
-    ``l2 * sum(w**2)`` to the loss, whose gradient equals SGD ``weight_decay = 2 * l2``.
+    404,778 parameters counted as Keras does (with BatchNorm's moving statistics).
+
+    The L2 penalty is not a layer here: the trainer applies it as weight decay to
+    the conv kernels only (:meth:`ConvL2CNN.decay_parameters`), the layers the seed
+    regularised. Keras adds ``l2 * sum(w**2)`` to the loss, whose gradient is
+    ``2 * l2 * w``; torch's Adam/SGD ``weight_decay`` adds ``weight_decay * w`` to the
+    gradient, so ``model.default_weight_decay = 2 * l2`` matches the seed exactly
+    (for Adam and SGD; AdamW's decoupled decay is a different rule).
 
     Args:
         in_chans: Image channels.
@@ -157,8 +187,8 @@ def s3_cifar_vgg(*, in_chans: int, num_classes: int, input_size: int, l2: float 
         num_classes=num_classes,
         input_size=input_size,
         blocks=tuple(
-            ConvBlock(filters, convs=2, padding="same", batch_norm=True, pool="max", dropout=drop)
-            for filters, drop in ((32, 0.2), (64, 0.3), (128, 0.4))
+            ConvBlock(filters, convs=convs, padding="same", batch_norm=True, pool="max", dropout=drop)
+            for filters, convs, drop in ((32, 2, 0.2), (64, 2, 0.3), (128, 1, 0.4))
         ),
         dense=(128,),
         dense_batch_norm=True,
@@ -167,5 +197,7 @@ def s3_cifar_vgg(*, in_chans: int, num_classes: int, input_size: int, l2: float 
         bn_after_activation=True,
         init="he_uniform",
     )
-    model.default_weight_decay = float(l2)
+    model = ConvL2CNN.from_cnn(model)
+    # Keras' L2(l2) penalty l2·Σw² has gradient 2·l2·w; torch's weight_decay adds wd·w: wd = 2·l2.
+    model.default_weight_decay = 2.0 * float(l2)
     return model

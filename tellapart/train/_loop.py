@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,68 @@ from ._config import TrainConfig
 from ._device import Runtime
 from ._schedule import lr_at
 
-__all__ = ["TrainState", "EvalResult", "Feeder", "train_one_epoch", "train_step", "evaluate", "compute_loss", "logits_to_probs"]
+__all__ = [
+    "DevicePixels", "EvalResult", "Feeder", "TrainState", "compute_loss", "device_pixels", "evaluate", "logits_to_probs",
+    "train_one_epoch", "train_step",
+]
+
+#: Share of the GPU's free memory the training rows' uint8 pixels may take to be kept there.
+RESIDENT_FRACTION = 0.5
+_COPY_ROWS = 4096  # rows per host-to-device copy while filling: bounds the host copy made per transfer
+
+
+@dataclass(frozen=True)
+class DevicePixels:
+    """Cache rows' uint8 pixels held on the training device, so batches are sliced there.
+
+    On a GPU this removes the per-batch host read and host-to-device copy: an epoch then moves
+    only row indices across the bus.
+    """
+
+    rows: np.ndarray  # sorted cache rows held
+    pixels: torch.Tensor  # (len(rows), H, W, C) uint8 on the device
+
+    def covers(self, rows: np.ndarray) -> bool:
+        at = np.searchsorted(self.rows, rows)
+        return bool(len(rows) == 0 or (at.max() < len(self.rows) and np.array_equal(self.rows[at], rows)))
+
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        """The pixels of cache ``rows`` (each held), in that order, on the device."""
+        index = torch.from_numpy(np.searchsorted(self.rows, rows)).to(self.pixels.device, non_blocking=True)
+        return self.pixels.index_select(0, index)
+
+
+def device_pixels(
+    pixels: np.ndarray | RowReader, rows: np.ndarray, device: torch.device | str, *, fraction: float = RESIDENT_FRACTION,
+    force: bool = False,
+) -> DevicePixels | None:
+    """``rows``' pixels copied onto ``device``, or None when keeping them there is not worth it.
+
+    Worth it on a CUDA device whose free memory is over ``nbytes / fraction``; never on the CPU,
+    where the memory map already is host memory, unless ``force`` (which tests use to check the
+    device path gives the same batches).
+    """
+    device = torch.device(device)
+    held = np.unique(np.asarray(rows))
+    shape = tuple(pixels.shape[1:])
+    nbytes = len(held) * int(np.prod(shape))
+    if not force:
+        if device.type != "cuda" or len(shape) != 3:
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        if nbytes > fraction * free:
+            return None
+    out = torch.empty((len(held), *shape), dtype=torch.uint8, device=device)
+    for start in range(0, len(held), _COPY_ROWS):
+        chunk = held[start : start + _COPY_ROWS]
+        out[start : start + len(chunk)] = torch.from_numpy(np.ascontiguousarray(pixels[chunk])).to(device)
+    return DevicePixels(held, out)
+
+
+def _batch_rows(order: np.ndarray, batch_size: int, start_batch: int) -> Iterator[np.ndarray]:
+    """The rows of each batch, exactly as ``iter_batches`` yields them (sorted within a batch)."""
+    for start in range(start_batch * batch_size, len(order), batch_size):
+        yield np.sort(order[start : start + batch_size])
 
 
 @dataclass(frozen=True)
@@ -33,7 +95,42 @@ class Feeder:
     runtime: Runtime
 
     def tensor(self, batch: np.ndarray) -> torch.Tensor:
-        return to_tensor(batch, self.mean, self.std, device=self.runtime.device, channels_last=self.runtime.channels_last)
+        """uint8 NHWC host pixels -> the normalised float NCHW batch (``to_tensor``'s numbers, constants made once)."""
+        if not isinstance(batch, np.ndarray) or batch.dtype != np.uint8:  # e.g. cached float features
+            return to_tensor(batch, self.mean, self.std, device=self.runtime.device, channels_last=self.runtime.channels_last)
+        return self.normalise(torch.from_numpy(np.ascontiguousarray(batch)).to(self.runtime.device, non_blocking=True))
+
+    @functools.cached_property
+    def _scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # the numbers to_tensor uses, made once rather than per batch
+        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=self.runtime.device).view(1, -1, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=self.runtime.device).view(1, -1, 1, 1)
+        return scale, shift
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC already on the device -> the normalised float NCHW batch ``tensor`` gives."""
+        x = batch.permute(0, 3, 1, 2)
+        if not self.runtime.channels_last:
+            x = x.contiguous()
+        scale, shift = self._scale_shift
+        return torch.addcmul(shift, x.float(), scale)
+
+    @functools.cached_property
+    def _held(self) -> list[DevicePixels | None]:
+        return [None]  # one slot: the training rows, once placed
+
+    def resident(self, order: np.ndarray, *, force: bool = False) -> DevicePixels | None:
+        """The training rows kept on the device (see :func:`device_pixels`), placed on first use."""
+        if not force and self.runtime.device.type != "cuda":
+            return None  # on the CPU the memory map is host memory already
+        images = isinstance(self.pixels, RowReader) or (self.pixels.dtype == np.uint8 and self.pixels.ndim == 4)
+        if not images:  # e.g. cached backbone features
+            return None
+        rows = np.unique(order)
+        held = self._held[0]
+        if held is None or not held.covers(rows):
+            held = self._held[0] = device_pixels(self.pixels, rows, self.runtime.device, force=force)
+        return held
 
     @property
     def black(self) -> torch.Tensor:
@@ -101,6 +198,27 @@ def train_step(
     return logits, loss
 
 
+class _DeviceSums:
+    """Loss and correct-count sums kept on the device between reads, so a step need not wait for it.
+
+    Adds in float64 in the same order as Python floats would (``float(loss) * n`` then ``+=``), so
+    the flushed sums are bit-identical to summing on the host each step.
+    """
+
+    def __init__(self, sums: dict[str, float], device: torch.device) -> None:
+        self.sums = sums
+        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.loss = torch.tensor(sums["loss"], dtype=wide, device=device)
+        self.correct = torch.tensor(sums["correct"], dtype=wide, device=device)
+
+    def add(self, loss: torch.Tensor, right: torch.Tensor, n: int) -> None:
+        self.loss += loss.to(self.loss.dtype) * n
+        self.correct += right.sum()
+
+    def flush(self) -> None:
+        self.sums["loss"], self.sums["correct"] = float(self.loss), float(self.correct)
+
+
 def _predicted(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
 
@@ -130,12 +248,18 @@ def train_one_epoch(
         total=steps_per_epoch, initial=state.batch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", unit="batch",
         disable=not progress, leave=False,
     )
-    batches = iter_batches(feeder.pixels, feeder.labels, order, cfg.batch_size, start_batch=state.batch)
+    held = feeder.resident(order)  # on a GPU with room: batches sliced on the device, no host copy
+    batches: Iterator[tuple[np.ndarray | None, np.ndarray, np.ndarray]] = (
+        ((None, feeder.labels[rows], rows) for rows in _batch_rows(order, cfg.batch_size, state.batch))
+        if held is not None
+        else iter_batches(feeder.pixels, feeder.labels, order, cfg.batch_size, start_batch=state.batch)
+    )
     black = feeder.black if cfg.augment.enabled else None
-    for pixels, labels, _ in batches:
+    device_sums = _DeviceSums(sums, feeder.runtime.device)
+    for pixels, labels, rows in batches:
         started = time.perf_counter()
-        x = feeder.tensor(pixels)
-        y = torch.from_numpy(labels).to(feeder.runtime.device)
+        x = feeder.normalise(held.take(rows)) if held is not None else feeder.tensor(pixels)
+        y = torch.from_numpy(labels).to(feeder.runtime.device, non_blocking=True)
         if cfg.augment.enabled:
             x = augment_batch(x, cfg.augment, state.aug_generator, black=black)
         lr = lr_at(state.step, total_steps, steps_per_epoch, cfg.optim.lr, cfg.schedule)
@@ -143,17 +267,20 @@ def train_one_epoch(
             group["lr"] = lr * group.get("lr_scale", 1.0)
         logits, loss = train_step(model, optimizer, feeder.runtime, x, y, label_smoothing=cfg.label_smoothing, class_weights=class_weights)
         n = len(labels)
-        sums["loss"] += float(loss.detach()) * n
-        sums["correct"] += float((_predicted(logits.detach()) == y).sum())
+        device_sums.add(loss.detach(), _predicted(logits.detach()) == y, n)
         sums["seen"] += n
         sums["seconds"] += time.perf_counter() - started
         state.batch += 1
         state.step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.4f}", lr=f"{lr:.2g}")
+        if progress:  # reading the running loss waits for the device: only when someone is watching
+            device_sums.flush()
+            bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.4f}", lr=f"{lr:.2g}")
         if checkpoint and cfg.checkpoint_every_s > 0 and time.perf_counter() - last_save > cfg.checkpoint_every_s:
+            device_sums.flush()  # the checkpoint holds state.partial
             checkpoint(state)
             last_save = time.perf_counter()
+    device_sums.flush()
     bar.close()
     seen = max(sums["seen"], 1.0)
     result = {
