@@ -14,6 +14,10 @@ Rules, and why:
   epoch boundary's cost is a small share.
 * **Report the spread** (:class:`Samples`): median and min–max over repetitions, and the ratio
   of medians, never a mean of ratios nor a best-of.
+* **Several figures per repetition** (:func:`interleaved_figures`): an accuracy and the wall time
+  of the process that reached it, or a throughput and its p99, come from the same repetition.
+* **Whole-process wall time** (:func:`run_timed`) where a side is a command a user runs: imports,
+  start-up and writing the results all count.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import os
 import statistics
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,11 +39,14 @@ __all__ = [
     "check_repeats",
     "check_steps",
     "interleaved",
+    "interleaved_figures",
     "jpeg_corpus",
     "markdown_table",
     "rate_from_epoch_ends",
     "ratio_of_medians",
+    "rounds",
     "run_json",
+    "run_timed",
 ]
 
 MIN_STEPS = 100  # batches per timed epoch
@@ -70,7 +78,8 @@ class Samples:
     def describe(self, unit: str = "img/s", digits: int = 1) -> str:
         """``median (min–max, n runs)``: the figure and how far repetitions strayed from it."""
         lo, hi = min(self.values), max(self.values)
-        return f"{self.median:,.{digits}f} {unit} (min–max {lo:,.{digits}f}–{hi:,.{digits}f}, {len(self.values)} runs)"
+        unit = f" {unit}" if unit else ""  # a bare figure (an accuracy) takes no space before the bracket
+        return f"{self.median:,.{digits}f}{unit} (min–max {lo:,.{digits}f}–{hi:,.{digits}f}, {len(self.values)} runs)"
 
 
 def ratio_of_medians(ours: Samples, theirs: Samples) -> float:
@@ -106,6 +115,11 @@ def check_repeats(repeats: int, minimum: int = MIN_REPEATS) -> int:
     return repeats
 
 
+def rounds(repeats: int, smoke: bool) -> int:
+    """Rounds to run: 1 for ``--smoke`` (a check that the script runs), else ``repeats`` checked by :func:`check_repeats`."""
+    return 1 if smoke else check_repeats(repeats)
+
+
 def interleaved(sides: Mapping[str, Callable[[], float]], repeats: int, *, log: Callable[[str], None] = print) -> dict[str, Samples]:
     """Runs every side once per round, in the given order, ``repeats`` rounds: A B A B …
 
@@ -120,6 +134,57 @@ def interleaved(sides: Mapping[str, Callable[[], float]], repeats: int, *, log: 
             values[label].append(measure())
             log(f"  round {round_}/{repeats} {label}: {values[label][-1]:,.1f}")
     return {label: Samples(label, tuple(v)) for label, v in values.items()}
+
+
+def interleaved_figures(
+    sides: Mapping[str, Callable[[int], Mapping[str, float]]], repeats: int, *, log: Callable[[str], None] = print
+) -> dict[str, dict[str, Samples]]:
+    """As :func:`interleaved`, for repetitions that each give several named figures.
+
+    Each call is given its round, 0-based, so a round can have its own seed and output folder
+    (and a later side of a round can read what an earlier one wrote).
+
+    Args:
+        sides: Label → a call that runs round r's fresh-process repetition and returns figure name → value.
+        repeats: Rounds.
+        log: Where each repetition's figures are reported as they arrive.
+
+    Returns:
+        Label → figure name → that figure's samples, one per round (a figure a repetition did not
+        give is left out of that repetition's samples).
+    """
+    values: dict[str, dict[str, list[float]]] = {label: {} for label in sides}
+    for round_ in range(1, repeats + 1):
+        for label, measure in sides.items():
+            figures = measure(round_ - 1)
+            for name, value in figures.items():
+                values[label].setdefault(name, []).append(float(value))
+            log(f"  round {round_}/{repeats} {label}: " + ", ".join(f"{k} {v:,.4g}" for k, v in figures.items()))
+    return {label: {name: Samples(f"{label} {name}", tuple(v)) for name, v in figs.items()} for label, figs in values.items()}
+
+
+def run_timed(cmd: Sequence[str], env: Mapping[str, str] | None = None, log: Path | None = None) -> float:
+    """Runs ``cmd`` in a fresh process; the wall seconds of the whole process.
+
+    Args:
+        cmd: The command line.
+        env: Variables added to this process's environment.
+        log: File for the process's stdout and stderr (default: kept in memory, shown on failure).
+
+    Raises:
+        RuntimeError: The process failed; the message holds the end of its output.
+    """
+    started = time.perf_counter()
+    if log is None:
+        out = subprocess.run(list(cmd), capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False)
+        seconds, code, tail = time.perf_counter() - started, out.returncode, (out.stdout + out.stderr)[-3000:]
+    else:
+        with log.open("w") as sink:
+            code = subprocess.run(list(cmd), stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, check=False).returncode
+        seconds, tail = time.perf_counter() - started, log.read_text(errors="replace")[-3000:]
+    if code != 0:
+        raise RuntimeError(f"{' '.join(str(c) for c in cmd[:4])} … exited {code}:\n{tail}")
+    return seconds
 
 
 def run_json(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> dict:

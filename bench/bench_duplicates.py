@@ -11,13 +11,21 @@ the set (distinct images, many of the same class) is *not* a near duplicate. The
 
 Every set is written as image files and run through ``check_source`` (what ``tellapart data
 check`` does), so the figures are the command's. Precision = flagged pairs that are planted /
-flagged pairs; recall = planted pairs flagged / planted pairs. Then the time of ``check_source``
-on 10,000 and 100,000 Fashion-MNIST images (the 70,000 originals plus planted copies).
+flagged pairs; recall = planted pairs flagged / planted pairs. These are measured once per size:
+they are counts that the seeded files fix, so repetitions would repeat them exactly.
 
-Usage:
-    python bench/bench_duplicates.py                      # everything, a few minutes on 2 cores
-    python bench/bench_duplicates.py --sizes 8 28 --no-timing
-    python bench/bench_duplicates.py --scores             # score quantiles, to calibrate floors
+Then the time of ``check_source`` on 10,000 and 100,000 Fashion-MNIST images (the 70,000
+originals plus planted copies), by the method (bench/_method.py): each set is written once, each
+timing is a fresh process (the check timed from just before it starts, imports excluded), the set
+sizes interleave (10,000, 100,000, 10,000, …) for ``--repeats`` rounds, and the median and
+min–max are printed.
+
+Reproduce (alone on the machine):
+    .venv/bin/python bench/bench_duplicates.py --repeats 3
+    .venv/bin/python bench/bench_duplicates.py --sizes 8 28 --no-timing
+    .venv/bin/python bench/bench_duplicates.py --scores             # the false pairs found, to calibrate floors
+Check that it runs (small sets, one round; figures meaningless):
+    .venv/bin/python bench/bench_duplicates.py --smoke
 """
 
 from __future__ import annotations
@@ -28,11 +36,11 @@ import io
 import os
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from _method import interleaved, markdown_table, rounds, run_json
 from PIL import Image
 
 from tellapart.data import check_source, open_source
@@ -130,9 +138,7 @@ def write_set(folder: Path, images: np.ndarray, labels: np.ndarray, copies: int,
 def score_set(images: np.ndarray, labels: np.ndarray, copies: int, seed: int, workers: int, scores: bool) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         truth, kinds = write_set(Path(tmp), images, labels, copies, seed)
-        started = time.perf_counter()
         report = check_source(open_source(tmp), workers=workers, progress=False)
-        seconds = time.perf_counter() - started
     flagged = {frozenset((d["a"], d["b"])): d for d in report.near_duplicates}
     flagged |= {frozenset((g[0], b)): {"a": g[0], "b": b, "similarity": 1.0} for g in report.exact_duplicates for b in g[1:]}
     hits = flagged.keys() & truth
@@ -148,22 +154,33 @@ def score_set(images: np.ndarray, labels: np.ndarray, copies: int, seed: int, wo
         "precision": len(hits) / len(flagged) if flagged else 1.0,
         "recall": len(hits) / len(truth),
         "missed": dict(missed),
-        "seconds": seconds,
     }
 
 
-def timing(n: int, workers: int) -> float:
+CHECK_SCRIPT = r"""
+import json, sys, time
+from tellapart.data import check_source, open_source
+folder, workers = sys.argv[1], int(sys.argv[2])
+started = time.perf_counter()  # from just before the check: imports are not the check's cost
+report = check_source(open_source(folder), workers=workers, progress=False)
+print(json.dumps({"images": report.total, "seconds": time.perf_counter() - started}))
+"""
+
+
+def timing_set(folder: Path, n: int) -> None:
+    """``n`` 28-px Fashion-MNIST files in ``folder``: the 70,000 originals, then planted copies shifted by a pixel."""
     x, y = fmnist()
     reps = -(-n // len(x))
     x, y = np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n]
     if n > 70_000:  # beyond the originals: planted copies (shifted by a pixel), not identical files
         x = x.copy()
         x[70_000:] = np.roll(x[70_000:], 1, axis=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_set(Path(tmp), x, y, copies=0, seed=0)
-        started = time.perf_counter()
-        check_source(open_source(tmp), workers=workers, progress=False)
-        return time.perf_counter() - started
+    write_set(folder, x, y, copies=0, seed=0)
+
+
+def time_check(folder: Path, workers: int) -> float:
+    """Seconds of ``check_source`` over ``folder`` in one fresh process."""
+    return float(run_json([sys.executable, "-c", CHECK_SCRIPT, str(folder), str(workers)])["seconds"])
 
 
 def main() -> None:
@@ -173,8 +190,14 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=600, help="planted near duplicates per size")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--no-timing", action="store_true")
+    p.add_argument("--timing-images", type=int, nargs="+", default=[10_000, 100_000], help="28-px set sizes timed (default: 10000 100000)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved fresh-process timings per set size (3+)")
+    p.add_argument("--smoke", action="store_true", help="check the script runs: 8 and 28 px, 300 images, 1,000-image timing, 1 round (figures meaningless)")
     p.add_argument("--scores", action="store_true", help="print the false pairs found")
     args = p.parse_args()
+    n_rounds = rounds(args.repeats, args.smoke)
+    if args.smoke:
+        args.sizes, args.images, args.copies, args.timing_images = [8, 28], 300, 50, [1_000]
     rows = []
     for size in args.sizes:
         if size == 8:
@@ -188,16 +211,21 @@ def main() -> None:
         result = score_set(images, labels, copies, seed=size, workers=args.workers, scores=args.scores)
         rows.append((size, result))
         print(f"{size:5d} px: {result}", file=sys.stderr)
-    print("\n| side (px) | images | planted pairs | flagged | precision | recall | missed by edit | check time (s) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    print("\n| side (px) | images | planted pairs | flagged | precision | recall | missed by edit |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for size, r in rows:
         missed = ", ".join(f"{k} {v}" for k, v in sorted(r["missed"].items())) or "none"  # type: ignore[union-attr]
-        print(f"| {size} | {r['n']:,} | {r['planted']} | {r['flagged']} | {r['precision']:.3f} | {r['recall']:.3f} | {missed} | {r['seconds']:.1f} |")
+        print(f"| {size} | {r['n']:,} | {r['planted']} | {r['flagged']} | {r['precision']:.3f} | {r['recall']:.3f} | {missed} |")
     if not args.no_timing:
-        print("\n| images (28 px files) | workers | check_source time (s) |")
-        print("| ---: | ---: | ---: |")
-        for n in (10_000, 100_000):
-            print(f"| {n:,} | {args.workers} | {timing(n, args.workers):.1f} |", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = {n: Path(tmp) / f"n{n}" for n in args.timing_images}
+            for n, folder in folders.items():
+                timing_set(folder, n)  # written once; every timed run reads the same files, warm in the page cache
+            print(f"\ncheck_source on 28-px Fashion-MNIST files, {args.workers} workers:", file=sys.stderr, flush=True)
+            samples = interleaved({f"{n:,}": (lambda folder=folder: time_check(folder, args.workers)) for n, folder in folders.items()},
+                                  n_rounds, log=lambda line: print(line, file=sys.stderr, flush=True))
+        print()
+        print(markdown_table(["images (28 px files)", "workers", "check_source time"], [[n, args.workers, s.describe("s", 2)] for n, s in samples.items()]))
 
 
 if __name__ == "__main__":

@@ -28,12 +28,24 @@ the cores (set for every process of either stack). uvicorn's "auto" event loop a
 (uvloop and httptools when installed; LitServe installs both) serve both stacks alike and are
 recorded in ``http_stack``.
 
+The method (bench/_method.py): a round is a fresh server process (probe, warm-up, then every
+concurrency level in turn) followed by the in-process baseline in a fresh process; ``--repeats``
+rounds, so each setting is measured in every round, interleaved with the others. Printed: the
+median over rounds of every figure, and min–max of throughput and p99; ``--out`` holds every
+round too. The two stacks are two invocations, not interleaved sides of one, because
+``--server``, ``--workers`` and ``--compare-with`` describe one stack per run: run them one after
+the other.
+
 Usage:
     python bench/bench_serve.py [--server tellapart|litserve] [--workers 1] [--requests 2000]
                                 [--concurrency 1,4,16] [--time-limit 60] [--max-batch 32]
                                 [--max-wait-ms 5] [--run RUN] [--out results.json]
-                                [--torch-threads N] [--compare-with other-results.json]
-Run it alone on the machine: the clients and the server share its cores.
+                                [--torch-threads N] [--compare-with other-results.json] [--repeats 3]
+Reproduce (alone on the machine: the clients and the server share its cores):
+    .venv/bin/python bench/bench_serve.py --server tellapart --repeats 3 --out /tmp/serve-tellapart.json
+    .venv/bin/python bench/bench_serve.py --server litserve --repeats 3 --out /tmp/serve-litserve.json --compare-with /tmp/serve-tellapart.json
+Check that it runs (a few requests, one round; figures meaningless):
+    .venv/bin/python bench/bench_serve.py --smoke
 """
 
 from __future__ import annotations
@@ -43,6 +55,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,6 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _method import Samples, interleaved_figures, rounds, run_json
 from PIL import Image
 
 
@@ -328,6 +342,65 @@ def in_process(run: Path, images: list[bytes], batch: int, requests: int, time_l
     return {"batch": batch, "images_per_s": round(full, 1), "forward_only_images_per_s": round(forward, 1)}
 
 
+IN_PROCESS_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from bench_serve import in_process, make_images
+run, side, batch, requests, time_limit = Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+print(json.dumps(in_process(run, make_images(64, side), batch, requests, time_limit)))
+"""
+
+
+def in_process_round(run: Path, args: argparse.Namespace) -> dict[str, float]:
+    """The in-process baseline in a fresh process (the same seeded JPEGs, made again there)."""
+    cmd = [sys.executable, "-c", IN_PROCESS_SCRIPT, str(Path(__file__).parent), str(run), str(args.image_side),
+           str(args.max_batch), str(args.requests), str(args.time_limit)]  # fmt: skip
+    return run_json(cmd)
+
+
+def server_round(spec: ServerSpec, run: Path, images: list[bytes], args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """One fresh server: probe answers, a warm-up, every concurrency level, its batching; then stopped."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    shutil.rmtree(work / "batch-stats", ignore_errors=True)  # LitServe's counters: this server's batches only
+    server = start_server(spec, run, port, work)
+    out: dict[str, object] = {"idle": server_memory(server.pid), "levels": []}
+    try:
+        out["answers"] = probe_answers(url, images[:8])
+        asyncio.run(load(url, images, 4 * spec.workers, 16 * spec.workers, args.time_limit))  # every worker's first batches
+        for clients in [int(c) for c in args.concurrency.split(",")]:
+            level = asyncio.run(load(url, images, clients, args.requests, args.time_limit))
+            level.update(server_memory(server.pid))
+            out["levels"].append(level)  # type: ignore[attr-defined]
+            print(json.dumps(level), flush=True)
+        out["server_batching"] = server_batching(spec, port, work)
+    finally:
+        stop_server(server)
+    return out
+
+
+def level_figures(levels: list[dict[str, float]]) -> dict[str, float]:
+    """One server round's levels as named figures, ``"<clients>|<key>"``."""
+    return {f"{lv['clients']}|{key}": float(value) for lv in levels for key, value in lv.items() if key != "clients"}
+
+
+#: Figures that count things (requests, processes): their median is shown as a whole number.
+COUNTS = ("requests", "ok", "errors", "server_processes")
+
+
+def summarise_levels(samples: dict[str, Samples]) -> list[dict[str, object]]:
+    """Per concurrency level: every figure's median over rounds, and the min–max of throughput and p99."""
+    by_level: dict[int, dict[str, object]] = {}
+    for name, s in samples.items():
+        clients, key = name.split("|", 1)
+        level = by_level.setdefault(int(clients), {"clients": int(clients), "rounds": len(s.values)})
+        level[key] = int(s.median) if key in COUNTS else round(s.median, 2)
+        if key in ("req_per_s", "p99_ms"):
+            level[f"{key}_min_max"] = [round(min(s.values), 2), round(max(s.values), 2)]
+    return [by_level[c] for c in sorted(by_level)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server", choices=("tellapart", "litserve"), default="tellapart", help="server stack (default: tellapart)")
@@ -343,41 +416,54 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="serve this model instead of a random 64-px CNN")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--compare-with", type=Path, help="an earlier --out file: check both servers gave the same answers")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds, each a fresh server and a fresh in-process baseline (3+)")
+    parser.add_argument("--smoke", action="store_true", help="check the script runs: 40 requests at 1 and 4 clients, 1 round (figures meaningless)")
     args = parser.parse_args()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    n_rounds = rounds(args.repeats, args.smoke)
+    if args.smoke:
+        args.requests, args.concurrency, args.time_limit = 40, "1,4", 10.0
     spec = ServerSpec(args.server, args.workers, args.max_batch, args.max_wait_ms, args.torch_threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         run = args.run or make_run(work, args.size)
         images = make_images(64, args.image_side)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = start_server(spec, run, port, work)
         results: dict[str, object] = {"server": spec.stack, "workers": spec.workers, "torch_threads": spec.torch_threads, "cpu_count": os.cpu_count(),
                                       "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "image_side": args.image_side,
-                                      "http_stack": http_stack(), "idle": server_memory(server.pid), "levels": []}  # fmt: skip
-        try:
-            results["answers"] = probe_answers(url, images[:8])
-            asyncio.run(load(url, images, 4 * spec.workers, 16 * spec.workers, args.time_limit))  # every worker's first batches
-            for clients in [int(c) for c in args.concurrency.split(",")]:
-                level = asyncio.run(load(url, images, clients, args.requests, args.time_limit))
-                level.update(server_memory(server.pid))
-                results["levels"].append(level)  # type: ignore[attr-defined]
-                print(json.dumps(level), flush=True)
-            results["server_batching"] = server_batching(spec, port, work)
-        finally:
-            stop_server(server)
-        results["in_process"] = in_process(run, images, args.max_batch, args.requests, args.time_limit)
-    print(f"server: {spec.stack}, {spec.workers} worker(s); {results['http_stack']}")
-    print(f"{'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6} {'RSS MB':>7} {'PSS MB':>7} {'procs':>5}")
+                                      "http_stack": http_stack(), "rounds": n_rounds}  # fmt: skip
+        server_rounds: list[dict[str, object]] = []
+        in_process_rounds: list[dict[str, float]] = []
+
+        def serve(_round: int) -> dict[str, float]:
+            server_rounds.append(server_round(spec, run, images, args, work))
+            return level_figures(server_rounds[-1]["levels"])  # type: ignore[arg-type]
+
+        def baseline(_round: int) -> dict[str, float]:
+            in_process_rounds.append(in_process_round(run, args))
+            return {k: v for k, v in in_process_rounds[-1].items() if k != "batch"}
+
+        samples = interleaved_figures({"server": serve, "in-process": baseline}, n_rounds, log=lambda line: print(line, file=sys.stderr, flush=True))
+    results["idle"] = server_rounds[0]["idle"]
+    results["answers"] = server_rounds[0]["answers"]
+    results["levels"] = summarise_levels(samples["server"])
+    results["level_rounds"] = [r["levels"] for r in server_rounds]
+    results["server_batching"] = [r["server_batching"] for r in server_rounds]
+    ip = {"batch": args.max_batch, **{k: round(s.median, 1) for k, s in samples["in-process"].items()}}
+    results["in_process"] = {**ip, "rounds": in_process_rounds}
+    print(f"server: {spec.stack}, {spec.workers} worker(s); {results['http_stack']}; medians of {n_rounds} round(s), min–max in brackets")
+    print(f"{'clients':>7} {'req/s':>24} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>22} {'errors':>6} {'RSS MB':>7} {'PSS MB':>7} {'procs':>5}")
     for lv in results["levels"]:  # type: ignore[attr-defined]
-        print(f"{lv['clients']:>7} {lv['req_per_s']:>8} {lv['p50_ms']:>8} {lv['p95_ms']:>8} {lv['p99_ms']:>8} {lv['errors']:>6} "
+        rps = f"{lv['req_per_s']} ({lv['req_per_s_min_max'][0]}–{lv['req_per_s_min_max'][1]})"
+        p99 = f"{lv['p99_ms']} ({lv['p99_ms_min_max'][0]}–{lv['p99_ms_min_max'][1]})"
+        print(f"{lv['clients']:>7} {rps:>24} {lv['p50_ms']:>8} {lv['p95_ms']:>8} {p99:>22} {lv['errors']:>6} "
               f"{lv['server_rss_mb']:>7} {lv['server_pss_mb']:>7} {lv['server_processes']:>5}")  # fmt: skip
-    ip = results["in_process"]
-    print(f"in-process predict_proba, batches of {ip['batch']}: {ip['images_per_s']} img/s (forward only {ip['forward_only_images_per_s']} img/s)")  # type: ignore[index]
-    print(f"server batching: {results['server_batching']}")
+    ips = samples["in-process"]
+    print(f"in-process predict_proba, batches of {args.max_batch}: {ips['images_per_s'].describe()} "
+          f"(forward only {ips['forward_only_images_per_s'].describe()})")
+    for k, batching in enumerate(results["server_batching"], 1):  # type: ignore[arg-type]
+        print(f"server batching, round {k}: {batching}")
     if args.compare_with:
         other = json.loads(args.compare_with.read_text())
         results["agreement"] = {"with": other.get("server"), **agreement(results["answers"], other.get("answers", []))}  # type: ignore[arg-type]
