@@ -262,7 +262,7 @@ def run_recipe(
         "candidates": rows,
         "report": metrics["report"],
     }
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write(RunDir(out).summary, json.dumps(summary, indent=2))  # a recipe folder's summary: what run_recipe returned
     return summary
 
 

@@ -164,7 +164,7 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
 
 def read_metrics(run: str | Path) -> list[dict[str, float | None]]:
     """A run's ``metrics.csv``: one dict per epoch, numbers as floats, empty cells (no validation) as None."""
-    path = Path(run) / "metrics.csv"
+    path = RunDir(Path(run)).metrics_csv
     if not path.is_file():
         return []
     rows = []

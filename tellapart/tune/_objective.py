@@ -117,7 +117,7 @@ class TrainObjective:
                 if k == stop_after:  # synchronous halving: the round's end decides who goes on
                     _say(self.progress, f"[trial {trial.number}] round {k + 1} done: {metric} {value:.4f}; promotion when every trial of the round has finished")
                     raise optuna.TrialPruned(f"round {k + 1} ends after level {k + 1} ({fraction:g} of train)")
-            init_from = level_path / "checkpoints" / "best.pt" if space.fidelity.warm_start else None
+            init_from = RunDir(level_path).best if space.fidelity.warm_start else None
         return float(value)
 
 

@@ -138,8 +138,9 @@ def _tuning_report(cache: Cache, out: Path, stages: list[StageOutcome], rows: li
         return None
     signature = json.dumps([[s.space.name, [[t.number, t.state.name, str(t.datetime_complete)] for t in s.study.get_trials(deepcopy=False)]] for s in stages])
     signature_path = out / "best" / "trials-reported.json"
-    if (out / "report.html").is_file() and signature_path.is_file() and signature_path.read_text() == signature:
-        return out / "report.html"  # no trial has changed since the report was written
+    report = RunDir(out).report()
+    if report.is_file() and signature_path.is_file() and signature_path.read_text() == signature:
+        return report  # no trial has changed since the report was written
     record_path = out / "best" / "metrics-val.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else None
     if record is None or record.get("run") != str(run):
@@ -181,7 +182,7 @@ def _tuning_report(cache: Cache, out: Path, stages: list[StageOutcome], rows: li
         },
         extra_sections=tuning_plots(stages, rows),
     )
-    path = write_report(out / "report.html", inputs)
+    path = write_report(RunDir(out).report(), inputs)
     signature_path.write_text(signature)
     _say(progress, f"[tune] report: {path}")
     return path
@@ -219,7 +220,7 @@ def run_final(cache: Cache, stage: StageOutcome, out: Path, rows: list[dict[str,
         run_dir = level_dir(final_dir, k) if len(rungs) > 1 else final_dir / "run"
         _say(progress, f"[final] trial #{best.number} on train+val" + (f", rung {k + 1}/{len(rungs)}" if len(rungs) > 1 else "") + f": {rung_cfg.epochs} epochs")
         train_level(train_fn, cache, rung_cfg, run_dir, init_from=init_from, progress=progress, train_splits=("train", "val"))
-        init_from = run_dir / "checkpoints" / "best.pt" if stage.space.fidelity.warm_start else None
+        init_from = RunDir(run_dir).best if stage.space.fidelity.warm_start else None
     metrics = evaluate_run(
         run_dir, split="test", cache=cache.path, leaderboard=report_rows(rows), report_dir=final_dir,
         title=f"{stage.space.name} · trial #{best.number} retrained on train+val · test",
