@@ -32,7 +32,7 @@ from ._sources import (
     open_source,
     read_idx,
 )
-from ._split import SplitConfig, split_by_group
+from ._split import SplitConfig, split_by_group, stratified_cap
 from ._synth import SynthConfig, synth_faces
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "read_idx",
     "shard_cache",
     "split_by_group",
+    "stratified_cap",
     "synth_faces",
     "to_tensor",
     "upscale_note",

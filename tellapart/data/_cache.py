@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -234,6 +235,33 @@ class Cache:
         if split not in SPLITS:
             raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         return np.flatnonzero(self.splits == split)
+
+    def thumbnail_png(self, row: int, px: int, *, enlarge_small: bool = False) -> bytes:
+        """Row ``row`` as PNG bytes, longest side at most ``px``: from the original file while it
+        exists (more detail than the cache), else from the cached pixels.
+
+        ``enlarge_small`` scales cached images smaller than ``px`` up, sharp-edged (8-px digits).
+        """
+        from PIL import Image
+
+        img = None
+        source = self.source_path(row)
+        if source is not None:
+            try:
+                with Image.open(source) as opened:
+                    opened.draft("RGB", (px, px))
+                    img = opened.convert("RGB")
+            except OSError:
+                img = None
+        if img is None:
+            pixels = np.asarray(self.pixels[row])
+            img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+            if enlarge_small and max(img.size) < px:
+                img = img.resize((px, px), Image.Resampling.NEAREST)
+        img.thumbnail((px, px))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
 
     def source_path(self, index: int) -> Path | None:
         """The original file of a row, when the source was a folder or a CSV list and it still exists."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import io
 import json
 import time
 import warnings
@@ -35,6 +34,7 @@ from tellapart._errors import UserError
 from tellapart._files import atomic_write
 
 from ._cache import Cache
+from ._split import stratified_cap
 
 __all__ = [
     "ISSUE_FILTERS",
@@ -163,7 +163,7 @@ def find_label_issues(
     started = time.perf_counter()
     pool = np.concatenate([cache.indices("train"), cache.indices("val")])
     available = len(pool)
-    rows = np.sort(_stratified_sample(pool, cache.labels, max_rows, seed))
+    rows = np.sort(stratified_cap(pool, cache.labels, max_rows, seed=seed, salt=7919))
     name = model if model != "auto" else AUTO_MODEL_LARGE if len(rows) >= AUTO_LARGE_ROWS else AUTO_MODEL_SMALL
     given = cache.labels[rows]
     present, compact = np.unique(given, return_inverse=True)  # classes absent from train+val have no column
@@ -210,16 +210,6 @@ def _check_class_sizes(cache: Cache, present: np.ndarray, compact: np.ndarray, f
         )
 
 
-def _stratified_sample(rows: np.ndarray, labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """At most ``cap`` rows, each class keeping its share (at least one row each)."""
-    if len(rows) <= cap:
-        return rows
-    rng = np.random.default_rng([seed, 7919])
-    keep = []
-    for label in np.unique(labels[rows]):
-        members = rows[labels[rows] == label]
-        keep.append(rng.permutation(members)[: max(1, round(cap * len(members) / len(rows)))])
-    return np.concatenate(keep)
 
 
 def _features(name: str, cache: Cache, rows: np.ndarray) -> np.ndarray:
@@ -407,7 +397,7 @@ def label_issues_section(issues: LabelIssues, cache: Cache, *, top: int = 24) ->
         return "Likely label errors", intro
     cards = []
     for issue in issues.issues[:top]:
-        uri = f"data:image/png;base64,{base64.b64encode(_thumbnail(cache, issue.row)).decode('ascii')}"
+        uri = f"data:image/png;base64,{base64.b64encode(cache.thumbnail_png(issue.row, THUMBNAIL_PX, enlarge_small=True)).decode('ascii')}"
         caption = (  # the report's colours: the suspect label red ("pred"), the likely one green ("true")
             f'<span class="pred">given: {e(issue.given)}</span><br>'
             f'<span class="true">suggested: {e(issue.suggested)}</span> '
@@ -434,28 +424,6 @@ def label_issues_section(issues: LabelIssues, cache: Cache, *, top: int = 24) ->
     return "Likely label errors", body
 
 
-def _thumbnail(cache: Cache, row: int) -> bytes:
-    """The original file when it still exists, else the cached pixels; small PNG bytes."""
-    from PIL import Image
-
-    img = None
-    source = cache.source_path(row)
-    if source is not None:
-        try:
-            with Image.open(source) as opened:
-                opened.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
-                img = opened.convert("RGB")
-        except OSError:
-            img = None
-    if img is None:
-        pixels = np.asarray(cache.pixels[row])
-        img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-        if max(img.size) < THUMBNAIL_PX:  # tiny images (8 px digits) are enlarged, sharp-edged, to be seen
-            img = img.resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.NEAREST)
-    img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 _CSS = """

@@ -10,7 +10,7 @@ import numpy as np
 
 from tellapart._errors import UserError
 
-__all__ = ["SplitConfig", "split_by_group", "SPLITS"]
+__all__ = ["SplitConfig", "split_by_group", "stratified_cap", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -113,3 +113,19 @@ def _carve(pool: list[int], labels: Sequence[str], units: Sequence[str], share: 
         for unit in unit_list[:take]:
             chosen.extend(members[unit])
     return sorted(chosen)
+
+
+def stratified_cap(rows: np.ndarray, labels: np.ndarray, cap: int, *, seed: int, salt: int) -> np.ndarray:
+    """At most ``cap`` of ``rows``, in ascending order, each class keeping its share (at least one row each).
+
+    ``salt`` keeps one caller's draw independent of another's for the same seed (the classical
+    baselines and the label-issue check sample the same cache differently).
+    """
+    if len(rows) <= cap:
+        return rows
+    rng = np.random.default_rng([seed, salt])
+    keep = []
+    for label in np.unique(labels[rows]):
+        members = rows[labels[rows] == label]
+        keep.append(rng.permutation(members)[: max(1, int(round(cap * len(members) / len(rows))))])
+    return np.sort(np.concatenate(keep))

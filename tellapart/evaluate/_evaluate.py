@@ -6,7 +6,6 @@ can say how often the test set has been looked at.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from PIL import Image
 
 from tellapart._errors import UserError
 from tellapart.data import Cache, ShardSet, is_shard_set, label_issues_section, read_label_issues
@@ -52,23 +50,6 @@ def _open_cache(path: str | Path) -> Cache:
     return ShardSet(path).first_present() if is_shard_set(path) else Cache(path)
 
 
-def _thumbnail(cache: Cache, row: int) -> bytes:
-    """The original file when it still exists, else the cached pixels; small PNG bytes."""
-    source = cache.source_path(row)
-    try:
-        img = Image.open(source) if source is not None else None
-        if img is not None:
-            img.draft("RGB", (THUMBNAIL_PX, THUMBNAIL_PX))
-            img = img.convert("RGB")
-    except OSError:
-        img = None
-    if img is None:
-        pixels = np.asarray(cache.pixels[row])
-        img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-    img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _leakage_warnings(cache: Cache, split: str) -> list[str]:
@@ -94,7 +75,7 @@ def _leakage_pairs(cache: Cache, split: str, limit: int = 12) -> list[dict[str, 
     for kind, pairs in cache.duplicates.examples.items():
         for p in pairs:
             if len(shown) < limit and split in (p["a_split"], p["b_split"]) and p["a_split"] != p["b_split"] and p["a"] in row and p["b"] in row:
-                shown.append({**p, "kind": kind, "a_image": _thumbnail(cache, row[p["a"]]), "b_image": _thumbnail(cache, row[p["b"]])})
+                shown.append({**p, "kind": kind, "a_image": cache.thumbnail_png(row[p["a"]], THUMBNAIL_PX), "b_image": cache.thumbnail_png(row[p["b"]], THUMBNAIL_PX)})
     return shown
 
 
@@ -171,7 +152,7 @@ def evaluate_run(
         **({"unfinished": unfinished} if unfinished else {}),
     }
     atomic_write(out_dir.evaluation(split), json.dumps(record, indent=2))
-    thumbnails = {m["index"]: _thumbnail(data, int(result.rows[m["index"]])) for m in metrics["most_confident_mistakes"]}
+    thumbnails = {m["index"]: data.thumbnail_png(int(result.rows[m["index"]]), THUMBNAIL_PX) for m in metrics["most_confident_mistakes"]}
     leakage = _leakage_warnings(data, split)
     warnings = [*warnings, *leakage, *([f"{unfinished}: its numbers are not those of the finished model"] if unfinished else [])]
     if reads > 1:

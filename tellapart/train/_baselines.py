@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tellapart._errors import UserError
-from tellapart.data import Cache
+from tellapart.data import Cache, stratified_cap
 
 __all__ = ["BASELINES", "DEFAULT_BASELINES", "BaselineResult", "FittedBaseline", "fit_baseline", "baseline_row"]
 
@@ -84,7 +84,7 @@ def fit_baseline(
     if len(rows) == 0:
         raise UserError(f"cache {cache.path} has no training images")
     available = len(rows)
-    rows = _stratified_cap(rows, cache.labels, max_train_rows, seed)
+    rows = stratified_cap(rows, cache.labels, max_train_rows, seed=seed, salt=104729)
     x, y = _features(name, cache, rows), cache.labels[rows]
     model = _model(name, seed)
     if len(np.unique(y)) < 2:
@@ -142,17 +142,6 @@ def _model(name: str, seed: int) -> Any:
     return make_pipeline(StandardScaler(), SVC(kernel="rbf", C=10.0, gamma="scale", random_state=seed))
 
 
-def _stratified_cap(rows: np.ndarray, labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
-    """At most ``cap`` rows, each class keeping its share (at least one row each)."""
-    if len(rows) <= cap:
-        return rows
-    rng = np.random.default_rng([seed, 104729])
-    keep = []
-    for label in np.unique(labels[rows]):
-        members = rows[labels[rows] == label]
-        take = max(1, int(round(cap * len(members) / len(rows))))
-        keep.append(rng.permutation(members)[:take])
-    return np.sort(np.concatenate(keep))
 
 
 def _features(name: str, cache: Cache, rows: np.ndarray) -> np.ndarray:
