@@ -94,6 +94,39 @@ def test_unchanged_source_and_settings_reuse_the_cache(two_classes: Path, tmp_pa
     assert "reusing" in capsys.readouterr().err
 
 
+
+def _cached_features(cache: Cache) -> Path:
+    """What training with cached backbone features writes into a cache (tellapart.train's feature cache)."""
+    from tellapart.train import _features
+
+    folder = cache.features_dir / "0123abcd"
+    folder.mkdir(parents=True)
+    for name in (_features._META, _features._FEATURES, _features._DONE):
+        (folder / name).write_bytes(b"x")
+    return folder
+
+
+def test_a_cache_holding_cached_features_is_reused_and_rebuilt(two_classes: Path, tmp_path: Path) -> None:
+    # a re-run of fit (or of the demo) after a pretrained candidate cached its features
+    first = _prepare(two_classes, tmp_path / "cache")
+    features = _cached_features(first)
+    again = _prepare(two_classes, tmp_path / "cache")
+    assert again.fingerprint == first.fingerprint and features.is_dir()  # reused, features kept
+    rebuilt = _prepare(two_classes, tmp_path / "cache", size=10)
+    assert rebuilt.fingerprint != first.fingerprint
+    assert not rebuilt.features_dir.exists()  # features of the old pixels went with them
+    assert not list(tmp_path.glob(".cache.old-*"))  # no old folder left behind
+
+
+def test_a_foreign_file_among_cached_features_is_never_deleted(two_classes: Path, tmp_path: Path) -> None:
+    first = _prepare(two_classes, tmp_path / "cache")
+    _cached_features(first)
+    mine = first.features_dir / "notes.txt"
+    mine.write_text("mine")
+    _prepare(two_classes, tmp_path / "cache", size=10)
+    kept = [p for p in tmp_path.rglob("notes.txt")]
+    assert len(kept) == 1 and kept[0].read_text() == "mine"  # left where the old cache was, not removed
+
 def test_a_changed_file_rebuilds_the_cache(two_classes: Path, tmp_path: Path) -> None:
     first = _prepare(two_classes, tmp_path / "cache")
     target = two_classes / "cat" / "002.png"

@@ -333,7 +333,7 @@ def _search(cache: Cache, cands: list[Candidate], out: Path, cfg: FitConfig, pla
             time_left = clock.left() - reserve
             total = max(0.0, weights[k] / sum(weights[k:]) * time_left)
             ips = {name: _measured_ips(rows, name) or throughput[name] for name in members}
-            fixed = {n: _RUN_OVERHEAD_S + (_feature_seconds(throughput[n], n_train, n_val) if _is_pretrained(by_name[n]) and not (cache.path / "features").is_dir() else 0.0)
+            fixed = {n: _RUN_OVERHEAD_S + (_feature_seconds(throughput[n], n_train, n_val) if _is_pretrained(by_name[n]) and not cache.features_dir.is_dir() else 0.0)
                      for n in members}
             cnn_ips = {n: v for n, v in ips.items() if not _is_pretrained(by_name[n])}
             seeds = _seeds_that_fit(cfg.seeds if final else 1, total, fixed, cnn_ips, n_train, n_val, max_epochs=max_epochs)
@@ -465,7 +465,7 @@ def _train_candidate(cache: Cache, cand: Candidate, spec: Mapping[str, Any], out
     extra_s = 0.0
     if _is_pretrained(cand):  # all of train (its features are computed once), and head epochs are cheap
         config.update(train_fraction=1.0, epochs=max(int(spec["epochs"]), 15 * (int(spec["round"]) + 1)))
-        if not (cache.path / "features").is_dir():
+        if not cache.features_dir.is_dir():
             extra_s = _feature_seconds(float(plan["throughput"][cand.name]), len(cache.indices("train")), len(cache.indices("val")))
     if final_round and int(spec["epochs"]) >= 12:  # a long last run stops once validation loss has stalled for a third of it
         config["early_stopping"] = {**config["early_stopping"], "patience": int(spec["epochs"]) // 3}

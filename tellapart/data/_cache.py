@@ -52,8 +52,12 @@ CACHE_FORMAT = 2  # bump when the on-disk layout changes: old caches then rebuil
 MANIFEST = "manifest.json"
 PIXELS = "pixels.u8"
 MARKER = "tellapart-cache.json"
+#: Derived data tellapart keeps inside a cache: one sub-folder per backbone's cached features
+#: (``tellapart.train``'s feature cache), each holding only ``FEATURE_FILES``.
+FEATURES = "features"
+FEATURE_FILES = frozenset({"meta.json", "features.f32", "done.u8"})
 #: Every file a cache folder may hold: the only ones a rebuild removes.
-CACHE_FILES = (MANIFEST, PIXELS, MARKER)
+CACHE_FILES = (MANIFEST, PIXELS, MARKER, FEATURES)
 #: Manifest keys every reader relies on; a manifest missing one was not written whole by prepare.
 REQUIRED_KEYS = (
     "format", "fingerprint", "source", "preprocess", "n", "class_names", "mean", "std", "ids", "labels", "groups",
@@ -270,6 +274,11 @@ class Cache:
             return None
         path = Path(root) / self.manifest["ids"][index]
         return path if path.is_file() else None
+
+    @property
+    def features_dir(self) -> Path:
+        """Where backbones' cached features of this cache's rows live (removed with the cache on a rebuild)."""
+        return self.path / FEATURES
 
     @property
     def info(self) -> Manifest:
@@ -609,10 +618,27 @@ def _remove_cache_files(folder: Path) -> None:
     """Removes the files a cache consists of, and the folder when nothing else is in it."""
     if not folder.is_dir() or folder.is_symlink():
         return
-    for name in CACHE_FILES:
+    _remove_features(folder / FEATURES)
+    for name in (MANIFEST, PIXELS, MARKER):
         (folder / name).unlink(missing_ok=True)
     try:
         folder.rmdir()
+    except OSError:  # something we did not write is inside: leave it
+        pass
+
+
+def _remove_features(features: Path) -> None:
+    """Removes the feature caches tellapart wrote (sub-folders of ``FEATURE_FILES`` and their temporary
+    files); anything else found in ``features/`` stays, and so does the folder then."""
+    if not features.is_dir() or features.is_symlink():
+        return
+    for sub in features.iterdir():
+        names = {p.name for p in sub.iterdir()} if sub.is_dir() and not sub.is_symlink() else None
+        ours = names is not None and all(n in FEATURE_FILES or (n.startswith(".") and ".tmp-" in n) for n in names)
+        if ours:
+            shutil.rmtree(sub)
+    try:
+        features.rmdir()
     except OSError:  # something we did not write is inside: leave it
         pass
 

@@ -124,7 +124,7 @@ def cached_features(
         UserError: The cache folder cannot be written (set ``fine_tune.cache_features=off``).
     """
     key, identity = feature_key(model, feeder, cache)
-    folder = cache.path / "features" / key
+    folder = cache.features_dir / key
     n, dim = len(cache), int(model.num_features)
     try:
         if not (folder / _META).is_file():
