@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from tellapart.data import PrepareConfig, Preprocess, check_source, open_source, prepare
-from tellapart.data._dedup import DuplicateCounts, candidate_pairs, cross_pairs, phashes, thumbnails
+from tellapart.data._dedup import DuplicateCounts, Native, candidate_pairs, cross_pairs, phashes, thumbnails
 from tellapart.data._scan import find_duplicates
 
 
@@ -51,7 +51,12 @@ def test_planted_true_pairs_are_found_and_hash_collisions_are_not() -> None:
     thumbs = np.stack([np.asarray(Image.fromarray(a).resize((32, 32), Image.Resampling.BILINEAR)) for a in images])
     ph = phashes(thumbs)
     assert bin(int(ph[3] ^ ph[9])).count("1") <= 8  # the look-alike is a hash candidate at radius 8
-    dups = find_duplicates([str(k) for k in range(len(images))], thumbs, [True] * len(images), sides=[28] * len(images), threshold=8)
+    native = Native.empty(len(images))  # what data check keeps of images this small: their own pixels
+    for k, a in enumerate(images):
+        native.put(k, a)
+    dups = find_duplicates(
+        [str(k) for k in range(len(images))], thumbs, [True] * len(images), sides=[28] * len(images), threshold=8, native=native
+    )
     assert {(a, b) for a, b, *_ in dups.near} == {(0, 6), (1, 7), (2, 8)}
 
 
@@ -122,3 +127,38 @@ def test_old_manifests_read_as_not_computed() -> None:
            "cross_split_near": [{"a": "p", "a_split": "train", "b": "q", "b_split": "test", "distance": 3}]}  # fmt: skip
     counts = DuplicateCounts.from_manifest(old)
     assert counts.near_pairs is None and counts.crossing("exact", "test") == 1 and counts.crossing("near") == 0
+
+
+def test_crops_and_shifts_of_real_tiny_digits_are_found_on_their_own_pixels(tmp_path: Path) -> None:
+    # 8 px digits: a one-pixel crop or shift moves the hash by 10-30 bits and the 32 px
+    # thumbnails by more than distinct digits differ; the copies are windows of their originals
+    from sklearn.datasets import load_digits
+
+    digits = (load_digits().images[:400] * (255 / 16)).round().astype(np.uint8)
+    root = tmp_path / "digits"
+    planted = set()
+    for k, d in enumerate(digits):
+        _write(root, f"c{k % 3}/{k:04d}.png", d)
+    for n, k in enumerate(range(0, 400, 10)):  # 40 copies: 20 with a column or row cropped off, 20 moved by a pixel
+        copy = digits[k][:, 1:] if n % 4 == 0 else digits[k][:-1] if n % 4 == 1 else np.roll(digits[k], 1, axis=n % 2)
+        _write(root, f"c{k % 3}/copy{n:02d}.png", copy)
+        planted.add(frozenset((f"c{k % 3}/{k:04d}.png", f"c{k % 3}/copy{n:02d}.png")))
+    report = check_source(open_source(root), workers=1, progress=False)
+    found = {frozenset((d["a"], d["b"])) for d in report.near_duplicates}
+    assert len(found & planted) >= 36  # at least 90% of the planted copies
+    assert len(found - planted) <= 1  # and at most one pair of distinct digits (two 1s can be identical)
+
+
+def test_native_similarity_matches_windows_and_leaves_resized_copies_to_the_thumbnails() -> None:
+    from tellapart.data._dedup import native_similarity
+
+    rng = np.random.default_rng(7)
+    a, other = _digit(rng, 28), _digit(rng, 28)
+    resized = np.asarray(Image.fromarray(a).resize((20, 20), Image.Resampling.BICUBIC))
+    native = Native.empty(5)
+    for k, img in enumerate([a, a[2:, 1:-1], np.roll(a, 1, axis=1), other, resized]):
+        native.put(k, img)
+    r = native_similarity(np.zeros(4, dtype=np.int64), np.arange(1, 5), native)
+    assert r[0] > 0.9999 and r[1] > 0.999  # a crop (26x26 window) and a one-pixel shift
+    assert r[2] < 0.9  # another image
+    assert r[3] == -1.0  # 20 of 28 px: not compared here (more than 15% smaller)

@@ -40,7 +40,7 @@ from tellapart._files import STORAGE_ERRNOS, storage_error
 
 from ._batches import RowReader
 from ._decode import Decoded, LimitedPreprocess, Preprocess, decode_device_for, max_pixels
-from ._dedup import DuplicateCounts, pair_key, thumbnails
+from ._dedup import DuplicateCounts, Native, pair_key, thumbnails
 from ._scan import Duplicates, find_duplicates, scan
 from ._notes import upscale_note
 from ._sources import PairedSource, Source, layout_notes, left_out
@@ -386,6 +386,7 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
         failures: list[tuple[int, str]] = []
         notes_of_rows: list[dict[str, str]] = []
         checksum = hashlib.blake2b(digest_size=16)  # of the rows as written, in file order
+        native = Native.empty(len(items))  # tiny images' own pixels, by row (zero pages: costs nothing for larger images)
 
         def write(index: int, d: Decoded) -> None:
             if d.error is not None:
@@ -397,6 +398,8 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
             row = np.ascontiguousarray(d.pixels).reshape(-1)
             pixels[len(rows)] = row
             checksum.update(row.data)
+            if d.native is not None:
+                native.put(len(rows), d.native)
             if getattr(d, "note", None):
                 notes_of_rows.append({"id": items[index].id, "note": str(d.note)})
             rows.append(index)
@@ -428,7 +431,8 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
         dups = find_duplicates(
             [decoded[i].content_hash for i in rows], thumbnails(view),
             [True] * len(rows), sides=[min(decoded[i].width, decoded[i].height, pre.size) for i in rows], threshold=cfg.near_threshold,
-        )  # confirmed on the cache's own pixels
+            native=native,
+        )  # confirmed on the cache's own pixels, and tiny images on their own
         train_rows = np.flatnonzero(np.asarray(splits) == "train")
         mean, std = _channel_stats(view, train_rows)
         del view

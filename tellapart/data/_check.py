@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._decode import Decoded, Preprocess
-from ._dedup import pair_key
+from ._dedup import Native, pair_key
 from ._scan import find_duplicates, scan
 from ._sources import PairedSource, Source, layout_notes, left_out
 
@@ -97,9 +97,13 @@ def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, p
     items = source.items()
     thumbs = np.zeros((len(items), _PREVIEW.size, _PREVIEW.size), dtype=np.uint8)  # 1 KB an image: pairs are confirmed on these
 
+    native = Native.empty(len(items))  # tiny images' own pixels: their crops and shifts are confirmed on these
+
     def keep_thumbnail(index: int, d: Decoded) -> None:
         if d.pixels is not None:
             thumbs[index] = d.pixels[:, :, 0]
+        if d.native is not None:
+            native.put(index, d.native)
 
     decoded = scan(source, items, _PREVIEW, workers=workers, progress=progress, desc="check", on_result=keep_thumbnail)
     ok = [d.error is None for d in decoded]
@@ -110,7 +114,8 @@ def check_source(source: Source, *, workers: int = 0, near_threshold: int = 4, p
         counts.setdefault(splits[i], Counter())[items[i].label] += 1
     class_counts = {s: dict(sorted(c.items())) for s, c in sorted(counts.items())}
     dups = find_duplicates(
-        [d.content_hash for d in decoded], thumbs, ok, sides=[min(d.width, d.height) for d in decoded], threshold=near_threshold
+        [d.content_hash for d in decoded], thumbs, ok, sides=[min(d.width, d.height) for d in decoded], threshold=near_threshold,
+        native=native,
     )
     groups = [i.group for i in items]
     near = [p for p in dups.near if not (groups[p[0]] is not None and groups[p[0]] == groups[p[1]])]

@@ -20,6 +20,8 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
+from ._dedup import NATIVE_MAX
+
 __all__ = [
     "DECODE_DEVICES", "Decoded", "Fit", "Payload", "Preprocess", "Refused", "decode", "decode_device_for", "max_pixels",
     "MAX_PIXELS", "MAX_PIXELS_ENV",
@@ -84,6 +86,7 @@ class Decoded:
     phash: int = 0  # 64-bit perceptual hash: near-duplicates
     error: str | None = None
     note: str | None = None  # decoded, but the user should know (e.g. blank after compositing alpha)
+    native: np.ndarray | None = None  # (h, w) grey uint8 at the image's own size, when both sides are at most NATIVE_MAX
 
 
 @dataclass(frozen=True)
@@ -174,8 +177,8 @@ def _decode_bytes(data: bytes, pre: Preprocess, limit: int) -> Decoded:
             img.draft("L" if pre.grayscale else "RGB", _draft_request(width, height, pre))
         img.load()
     img = ImageOps.exif_transpose(img) or img
-    pixels, phash, note = _finish(img, pre)
-    return Decoded(pixels, width, height, mode, fmt, content_hash, phash, note=note)
+    pixels, phash, note, native = _finish(img, pre)
+    return Decoded(pixels, width, height, mode, fmt, content_hash, phash, note=note, native=native)
 
 
 def _decode_array(array: np.ndarray, pre: Preprocess) -> Decoded:
@@ -183,8 +186,8 @@ def _decode_array(array: np.ndarray, pre: Preprocess) -> Decoded:
         raise ValueError(f"array images must be uint8, got {array.dtype}")
     content_hash = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
     img = Image.fromarray(array)
-    pixels, phash, note = _finish(img, pre)
-    return Decoded(pixels, img.width, img.height, img.mode, "array", content_hash, phash, note=note)
+    pixels, phash, note, native = _finish(img, pre)
+    return Decoded(pixels, img.width, img.height, img.mode, "array", content_hash, phash, note=note, native=native)
 
 
 def _draft_scale(width: int, height: int, request: tuple[int, int]) -> int:
@@ -265,8 +268,10 @@ def _nearly_uniform(channel: Image.Image, spread: int = 8) -> bool:
     return int(high) - int(low) <= spread
 
 
-def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int, str | None]:
+def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int, str | None, np.ndarray | None]:
     img, note = _to_8bit_mode(img, pre.grayscale)
+    small = img.width <= NATIVE_MAX and img.height <= NATIVE_MAX  # kept unresampled: tiny copies are confirmed on these
+    native = np.asarray(img.convert("L"), dtype=np.uint8) if small else None
     box = (pre.size, pre.size)
     method = Image.Resampling.BILINEAR
     if pre.fit == "center-crop":
@@ -283,4 +288,4 @@ def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int, str | N
     pixels = np.asarray(img, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    return pixels, phash, note
+    return pixels, phash, note, native

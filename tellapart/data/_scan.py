@@ -16,7 +16,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ._decode import Decoded, Payload, Preprocess, decode
-from ._dedup import THUMB, canonical, candidate_pairs, cross_pairs, nearest_pairs, phashes, shifted, verify
+from ._dedup import (
+    THUMB, Native, canonical, candidate_pairs, cross_pairs, descriptors, nearest_pairs, neighbour_pairs, phashes, shifted, verify,
+)
 from ._sources import Item, Source
 
 __all__ = ["scan", "find_duplicates", "Duplicates", "default_workers"]
@@ -84,7 +86,7 @@ def scan(
                 index = len(results)
                 if on_result is not None:
                     on_result(index, d)
-                results.append(dataclasses.replace(d, pixels=None))  # every field but the pixels, notes included
+                results.append(dataclasses.replace(d, pixels=None, native=None))  # every field but the pixels, notes included
             bar.update(len(chunk))
 
     try:
@@ -104,7 +106,7 @@ class Duplicates:
 
     exact: list[list[int]]  # groups of identical files (same bytes)
     near: list[tuple[int, int, int, float]]  # (i, j, hash distance, similarity): confirmed on the pixels, not identical
-    candidates: int = 0  # pairs within the hash distance that were compared on the pixels
+    candidates: int = 0  # candidate pairs (close hashes or nearest neighbours) that were compared on the pixels
 
 
 def find_duplicates(
@@ -115,22 +117,30 @@ def find_duplicates(
     sides: Sequence[int],
     threshold: int = 4,
     per_image: int = 10,
+    neighbours: int = 5,
+    native: Native | None = None,
 ) -> Duplicates:
-    """Exact duplicates by content hash; near duplicates by perceptual hash, confirmed on the pixels.
+    """Exact duplicates by content hash; near duplicates by perceptual hash and nearest neighbours, confirmed on the pixels.
 
     Candidates are pairs within ``threshold`` bits on the perceptual hash of the thumbnails as
     they are, of the thumbnails aligned (centred and scaled: shifts and crops undone), or, for
     images of at most :data:`_SHIFTED_MAX` px, of one of them moved by one of its own pixels
     against the other as it is (a one-pixel shift changes a tiny image's hash by 30 of 64 bits).
-    Each image keeps its ``per_image`` nearest candidates, so the work grows linearly with the
-    number of images; each candidate is then confirmed on the pixels (:func:`_dedup.verify`).
+    Candidates are also each image's ``neighbours`` nearest images by the cosine of their 8x8
+    averages (:func:`_dedup.descriptors`), as they are and aligned, and for tiny images moved by
+    one of their pixels: what finds shifted and cropped copies whose hashes differ by 10-20 bits.
+    Each image keeps its ``per_image`` nearest candidates (by that cosine), so the work grows
+    linearly with the number of images; each candidate is then confirmed on the pixels
+    (:func:`_dedup.verify`), on small images' own pixels too when ``native`` holds them.
 
     Args:
         hashes, ok: per item, its content hash and whether it was readable.
         thumbs: (items, 32, 32) grey uint8 thumbnails (rows of unreadable items are ignored).
         sides: per item, the side in pixels of the detail it holds (see :func:`_dedup.verify`).
         threshold: perceptual-hash bits two images may differ by to be compared on the pixels.
-        per_image: candidates kept per image, the nearest in hash distance.
+        per_image: candidates kept per image, the most similar by their 8x8 averages.
+        neighbours: nearest neighbours searched per image and view.
+        native: the images' own grey pixels where they are at most 32 px (``data check`` keeps them).
     """
     by_hash: dict[str, list[int]] = defaultdict(list)
     for i, (h, good) in enumerate(zip(hashes, ok)):
@@ -144,12 +154,12 @@ def find_duplicates(
     raw = np.asarray(thumbs)[idx]
     side = np.asarray(sides, dtype=np.int64)[idx]
     aligned = canonical(raw)
-    ci, cj, dist = _candidates(raw, aligned, side, threshold)
+    ci, cj, dist, unlike = _candidates(raw, aligned, side, threshold, neighbours)
     keep = group_of[idx[ci]] != group_of[idx[cj]]
+    ci, cj, dist, unlike = ci[keep], cj[keep], dist[keep], unlike[keep]
+    keep = nearest_pairs(ci, cj, unlike, per_image)
     ci, cj, dist = ci[keep], cj[keep], dist[keep]
-    keep = nearest_pairs(ci, cj, dist, per_image)
-    ci, cj, dist = ci[keep], cj[keep], dist[keep]
-    confirmed, score = verify(ci, cj, raw, aligned, side)
+    confirmed, score = verify(ci, cj, raw, aligned, side, native=native.take(idx) if native is not None else None)
     a, b = idx[ci[confirmed]], idx[cj[confirmed]]
     near = [(int(x), int(y), int(d), round(float(s), 4)) for x, y, d, s in zip(a, b, dist[confirmed], score[confirmed])]
     return Duplicates(exact, near, candidates=len(ci))
@@ -158,25 +168,41 @@ def find_duplicates(
 _SHIFTED_MAX = 16  # images up to this side (px) are also hashed moved by one of their pixels (larger: the aligned view suffices)
 
 
-def _candidates(raw: np.ndarray, aligned: np.ndarray, sides: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs (i < j) close in any hash view, each with its smallest hash distance over the views."""
+def _candidates(
+    raw: np.ndarray, aligned: np.ndarray, sides: np.ndarray, radius: int, neighbours: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) close in any hash view or among each other's nearest neighbours.
+
+    Returns:
+        ``(i, j, hash distance, unlikeness)``: the smallest hash distance over the raw and aligned
+        views, and 1 - the largest cosine of the 8x8 averages over the views (what ranks them).
+    """
     n = len(raw)
-    raw_hash = phashes(raw)
-    found = [candidate_pairs(raw_hash, radius), candidate_pairs(phashes(aligned), radius)]
+    raw_hash, aligned_hash = phashes(raw), phashes(aligned)
+    raw_desc, aligned_desc = descriptors(raw), descriptors(aligned)
+    none = np.zeros(0, dtype=np.float32)
+    found = [(*candidate_pairs(h, radius)[:2], none) for h in (raw_hash, aligned_hash)]  # cosines filled in below
+    for desc in (raw_desc, aligned_desc):
+        found.append(neighbour_pairs(desc, desc, neighbours, same=True))
     step = np.rint(THUMB / np.maximum(sides, 1)).astype(np.int64)  # one image pixel, in thumbnail pixels
     for s in np.unique(step[sides <= _SHIFTED_MAX]).tolist():
         rows = np.flatnonzero((step == s) & (sides <= _SHIFTED_MAX))
         for dy, dx in ((0, s), (s, 0), (s, s), (s, -s)):  # the opposite shifts are the same pairs seen from the other side
-            q, d, dist = cross_pairs(phashes(shifted(raw[rows], dy, dx)), raw_hash, radius)
-            q = rows[q]
-            found.append((np.minimum(q, d), np.maximum(q, d), dist))
-    i = np.concatenate([f[0] for f in found])
-    j = np.concatenate([f[1] for f in found])
-    dist = np.concatenate([f[2] for f in found])
-    keep = i != j
-    key, dist = i[keep] * max(n, 1) + j[keep], dist[keep]
-    order = np.lexsort((dist, key))  # by pair, nearest view first
-    key, dist = key[order], dist[order]
-    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
-    key, dist = key[first], dist[first]
-    return key // max(n, 1), key % max(n, 1), dist
+            moved = shifted(raw[rows], dy, dx)
+            q, d, _ = cross_pairs(phashes(moved), raw_hash, radius)
+            found.append((rows[q], d, none))
+            q, d, cos = neighbour_pairs(descriptors(moved), raw_desc, neighbours, same=False)
+            found.append((rows[q], d, cos))  # a shifted copy's cosine is the shifted view's
+    a = np.concatenate([f[0] for f in found]).astype(np.int64)
+    b = np.concatenate([f[1] for f in found]).astype(np.int64)
+    seen = np.concatenate([f[2] if len(f[2]) else np.full(len(f[0]), -1.0, np.float32) for f in found])
+    keep = a != b
+    key = np.minimum(a[keep], b[keep]) * max(n, 1) + np.maximum(a[keep], b[keep])
+    key, where = np.unique(key, return_inverse=True)
+    best_seen = np.full(len(key), -1.0, dtype=np.float32)
+    np.maximum.at(best_seen, where, seen[keep])
+    i, j = key // max(n, 1), key % max(n, 1)
+    dist = np.minimum(np.bitwise_count(raw_hash[i] ^ raw_hash[j]), np.bitwise_count(aligned_hash[i] ^ aligned_hash[j])).astype(np.int64)
+    cosine = np.maximum(np.einsum("pd,pd->p", raw_desc[i], raw_desc[j]), np.einsum("pd,pd->p", aligned_desc[i], aligned_desc[j]))
+    cosine = np.maximum(cosine, best_seen)
+    return i, j, dist, 1.0 - cosine
