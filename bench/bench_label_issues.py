@@ -18,6 +18,7 @@ ranking alone does when one reads as many rows as there are errors).
 Usage:
     python bench/bench_label_issues.py                          # all three sets, default model
     python bench/bench_label_issues.py --sets fmnist --models logreg hog_logreg mlp --filters both
+    python bench/bench_label_issues.py --features efficientnet_lite0   # also a pretrained backbone's features
 """
 
 from __future__ import annotations
@@ -129,11 +130,18 @@ SETS: dict[str, Callable[[Path, argparse.Namespace], Planted]] = {
 }
 
 
-def score(planted: Planted, model: str, filter_by: str, folds: int, max_rows: int) -> str:
-    """One markdown row: flips found, precision, recall, P@flips, time."""
+def score(planted: Planted, model: str, filter_by: str, folds: int, max_rows: int, backbone: str | None = None) -> str:
+    """One markdown row: flips found, precision, recall, P@flips, time (with ``backbone``: its features' extraction included)."""
     cache = planted.cache
     started = time.perf_counter()
-    result = find_label_issues(cache, model=model, folds=folds, filter_by=filter_by, max_rows=max_rows)
+    features = None
+    if backbone is not None:
+        from tellapart.data import IssueFeatures
+        from tellapart.train import backbone_features
+
+        rows = np.concatenate([cache.indices("train"), cache.indices("val")])
+        features = IssueFeatures(f"{backbone} features", backbone_features(cache, backbone, rows, progress=False))
+    result = find_label_issues(cache, model=model, folds=folds, filter_by=filter_by, max_rows=max_rows, features=features)
     seconds = time.perf_counter() - started
     checked = np.concatenate([cache.indices("train"), cache.indices("val")])
     ids = cache.ids
@@ -161,6 +169,7 @@ def main() -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-rows", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", metavar="BACKBONE", help="also score the features model on this pretrained backbone's features (e.g. efficientnet_lite0)")
     parser.add_argument("--work", type=Path, help="folder for the sets and caches (default: a temporary one, removed)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tellapart-bench-issues-"))
@@ -173,6 +182,9 @@ def main() -> int:
             for model in args.models:
                 for filter_by in args.filters:
                     print(score(planted, model, filter_by, args.folds, args.max_rows), flush=True)
+            if args.features:
+                for filter_by in args.filters:
+                    print(score(planted, "features", filter_by, args.folds, args.max_rows, args.features), flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -120,17 +120,38 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 
 
 def _cmd_issues(args: argparse.Namespace) -> int:
-    from tellapart.data import Cache, find_label_issues, write_label_issues
+    from tellapart.data import Cache, check_issue_options, find_label_issues, write_label_issues
 
     if args.top < 0:
         raise UserError(f"--top must be 0 or more rows, got {args.top}")
+    if args.features_size is not None and args.features_size < 16:
+        raise UserError(f"--features-size must be 16 px or more, got {args.features_size}")
+    check_issue_options(
+        model=args.model, folds=args.folds, max_rows=args.max_rows, filter_by=args.filter_by, with_features=bool(args.features)
+    )  # before features are computed: a bad option costs nothing
     cache = Cache(args.cache)
-    issues = find_label_issues(cache, folds=args.folds, model=args.model, max_rows=args.max_rows, filter_by=args.filter_by, seed=args.seed)
+    features = _issue_features(cache, args) if args.features else None
+    issues = find_label_issues(
+        cache, folds=args.folds, model=args.model, max_rows=args.max_rows, filter_by=args.filter_by, seed=args.seed, features=features
+    )
     json_path, html_path = write_label_issues(issues, cache, args.out, top=args.top)
     print(issues.table(args.top))
     print(issues.summary())
     print(f"wrote {json_path} and {html_path}")
     return 0
+
+
+def _issue_features(cache, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A pretrained backbone's features of the train+val rows (computed once, kept in CACHE/features)."""
+    import numpy as np
+
+    from tellapart.data import IssueFeatures
+    from tellapart.train import MIN_FEATURE_SIDE, backbone_features
+
+    rows = np.concatenate([cache.indices("train"), cache.indices("val")])
+    matrix = backbone_features(cache, args.features, rows, resize_to=args.features_size, progress=not args.quiet)
+    side = args.features_size or max(cache.preprocess.size, MIN_FEATURE_SIDE)
+    return IssueFeatures(f"{args.features} features (ImageNet weights, {side} px)", matrix)
 
 
 # --------------------------------------------------------------------------- training
@@ -565,6 +586,16 @@ def _add_data_issues(data_cmds: argparse._SubParsersAction) -> None:
         help="cleanlab's rule for which images are issues: prune_by_noise_rate, prune_by_class, both, "
         "confident_learning or predicted_neq_given (default: both: flagged only when two of cleanlab's rules agree)",
     )
+    p.add_argument(
+        "--features", metavar="BACKBONE",
+        help="cross-validate a logistic regression on a pretrained backbone's features instead (e.g. efficientnet_lite0; "
+        "needs the pretrained extra): computed once into CACHE/features, shared with training runs of that backbone",
+    )
+    p.add_argument(
+        "--features-size", type=int, metavar="PX",
+        help="with --features: resize images to PX inside the backbone (default: the cache's size, at least 64)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar while features are computed")
     p.add_argument("--top", type=int, default=50, help="rows printed and thumbnails in the HTML page (default: 50)")
     p.add_argument(
         "--out", type=Path,

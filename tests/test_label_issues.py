@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tellapart._errors import UserError
 from tellapart.cli import main
 from tellapart.data import (
     Cache,
@@ -182,6 +183,10 @@ def test_cli_refuses_a_folder_it_did_not_write(
         (["--max-rows", "20"], "--folds"),  # 2 rows a class: fewer than 5 folds
         (["--filter-by", "vibes"], "--filter-by"),
         (["--top", "-1"], "--top"),
+        (["--features", "resnet9000"], "--features"),
+        (["--features", "efficientnet_lite0", "--model", "kernel"], "--model"),
+        (["--model", "features"], "--features"),
+        (["--features", "efficientnet_lite0", "--features-size", "8"], "--features-size"),
     ],
 )
 def test_cli_bad_options_are_one_clear_line(
@@ -239,3 +244,47 @@ def test_the_evaluation_report_shows_the_label_issues_found_in_its_cache(
     report = Path(evaluate_run(run)["report"]).read_text()
     assert "Likely label errors" in report and f"{found.count:,} likely label error(s)" in report
     assert report.count("suggested: ") == min(found.count, 24)  # one card per shown issue
+
+
+def test_given_features_are_cross_validated_and_named(noisy_digits: tuple[Cache, dict[str, str]]) -> None:
+    cache, truth = noisy_digits
+    # features that know the true digit for most rows (a one-hot of the true class, blurred by noise):
+    # what a good backbone gives; the flips are then the rows whose given label disagrees
+    from sklearn.datasets import load_digits
+
+    from tellapart.data import IssueFeatures
+
+    true_by_name = {f"digit_{k:04d}.png": int(t) for k, t in enumerate(load_digits().target)}
+    true = np.array([true_by_name[Path(i).name] for i in cache.ids])
+    rng = np.random.default_rng(3)
+    matrix = (np.tile(np.eye(10)[true], 13) + rng.normal(0, 0.5, (len(true), 130))).astype(np.float32)  # 130-d, as wide as backbones' are
+    result = find_label_issues(cache, features=IssueFeatures("test features", matrix))
+    assert result.model == "features" and "logistic regression on standardised test features" in result.method
+    flagged = {Path(i.id).name for i in result.issues}
+    checked = {Path(cache.ids[k]).name for k in np.concatenate([cache.indices("train"), cache.indices("val")])}
+    flips = set(truth) & checked
+    assert len(flagged & flips) >= 0.7 * len(flips) and len(flagged - flips) <= 0.2 * len(flagged)
+    with pytest.raises(UserError, match="one feature vector per row"):
+        find_label_issues(cache, features=IssueFeatures("short", matrix[:10]))
+
+
+def test_cli_features_of_a_real_pretrained_backbone_are_cached_in_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path / "images"
+    for k in range(120):  # two classes of 60: EfficientNet-Lite0 at 64 px, a few seconds
+        folder = root / ("even" if digits.target[k] % 2 == 0 else "odd")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(digits.images[k] * 16, 0, 255).astype(np.uint8)).save(folder / f"{k}.png")
+    cfg = PrepareConfig(preprocess=Preprocess(size=8, grayscale=True), workers=1)
+    cache = prepare(FolderSource.open(root), tmp_path / "cache", cfg, progress=False)
+    code, stdout, _ = _run(capsys, "data", "issues", cache.path, "--features", "efficientnet_lite0", "--folds", "3", "--quiet")
+    assert code == 0, stdout
+    record = json.loads((tmp_path / "cache-label-issues" / "label_issues.json").read_text())
+    assert record["model"] == "features" and "efficientnet_lite0 features (ImageNet weights, 64 px)" in record["method"]
+    assert [p.name for p in (cache.path / "features").iterdir()] and Cache(cache.path).verify() is not None
+    code, _, _ = _run(capsys, "data", "issues", cache.path, "--features", "efficientnet_lite0", "--folds", "3", "--quiet")
+    assert code == 0  # the second run reuses the cached features and replaces its own output

@@ -13,6 +13,9 @@ there because a model disagreed with it would make that evaluation flatter the m
 Models (``ISSUE_MODELS``) see pixels averaged down to at most 32 px and scaled to [0, 1]; all but
 ``logreg`` add HOG descriptors of the grey image (scikit-image). All are standardised and fitted
 with scikit-learn, so a search takes seconds to a few minutes on 2 cores and needs no GPU.
+``features`` is a logistic regression on feature vectors computed elsewhere, one per cache row
+(:class:`IssueFeatures`: what a pretrained backbone makes of each image; ``tellapart data issues
+--features BACKBONE`` computes and caches them with the training stage's backbones).
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from ._split import stratified_cap
 __all__ = [
     "ISSUE_FILTERS",
     "ISSUE_MODELS",
+    "IssueFeatures",
     "LabelIssue",
     "LabelIssues",
+    "check_issue_options",
     "find_label_issues",
     "label_issues_section",
     "read_label_issues",
@@ -53,6 +58,7 @@ ISSUE_MODELS: dict[str, str] = {
     "hog_logreg": "logistic regression on standardised pixels + HOG descriptors",
     "kernel": "logistic regression on an RBF kernel's Nystroem features of standardised pixels + HOG descriptors",
     "mlp": "one-hidden-layer MLP (256 units) on standardised pixels + HOG descriptors",
+    "features": "logistic regression on standardised feature vectors given with the cache (IssueFeatures)",
 }
 #: What ``model="auto"`` picks (bench/bench_label_issues.py, 3% of labels flipped): the kernel
 #: model flagged flips more precisely on 3,000 and 10,000 Fashion-MNIST images; on the 1,000 to
@@ -72,6 +78,14 @@ _KERNEL_COMPONENTS = 1500  # Nystroem landmarks: more cost time (cubic) for litt
 THUMBNAIL_PX = 96  # longest side of the thumbnails in the HTML page and report section
 _HTML_LIMIT = 500  # rows listed in the HTML table; the JSON lists every flagged row
 _OUT_FILES = ("label_issues.json", "label_issues.html")
+
+
+@dataclass(frozen=True)
+class IssueFeatures:
+    """One feature vector per cache row, made elsewhere (a pretrained backbone), for the ``features`` model."""
+
+    name: str  # what made them, in words, for the result's method: "efficientnet_lite0 features at 64 px"
+    matrix: np.ndarray  # (rows in the cache, D) float32, may be a memory map: only the rows checked are read
 
 
 @dataclass(frozen=True)
@@ -143,32 +157,37 @@ def find_label_issues(
     max_rows: int = DEFAULT_MAX_ROWS,
     filter_by: str = DEFAULT_FILTER,
     seed: int = 0,
+    features: IssueFeatures | None = None,
 ) -> LabelIssues:
     """Cross-validates a cheap model over the train and val rows and flags likely label errors.
 
     Args:
         cache: the prepared cache; its test rows are never read.
         folds: stratified cross-validation folds; every class needs at least this many rows.
-        model: a name in ``ISSUE_MODELS``, or ``"auto"``: ``kernel`` from 2,000 rows checked, else ``hog_logreg``.
+        model: a name in ``ISSUE_MODELS``, or ``"auto"``: ``features`` when ``features`` are given,
+            else ``kernel`` from 2,000 rows checked, else ``hog_logreg``.
         max_rows: rows to cross-validate at most; above it a stratified sample is checked (the
             result says so), because the models' cost grows faster than linearly.
         filter_by: cleanlab's rule for which rows are issues (``ISSUE_FILTERS``).
         seed: folds, sample and model initialisation.
+        features: feature vectors for the ``features`` model (required by it, refused by the others).
 
     Raises:
         UserError: an unknown model or filter, too few folds or rows, or a class with fewer rows
             than folds; the message names the option to change.
     """
-    _check_options(model, folds, max_rows, filter_by)
+    check_issue_options(model=model, folds=folds, max_rows=max_rows, filter_by=filter_by, with_features=features is not None)
+    _check_features(cache, features)
     started = time.perf_counter()
     pool = np.concatenate([cache.indices("train"), cache.indices("val")])
     available = len(pool)
     rows = np.sort(stratified_cap(pool, cache.labels, max_rows, seed=seed, salt=7919))
-    name = model if model != "auto" else AUTO_MODEL_LARGE if len(rows) >= AUTO_LARGE_ROWS else AUTO_MODEL_SMALL
+    name = model if model != "auto" else "features" if features is not None else AUTO_MODEL_LARGE if len(rows) >= AUTO_LARGE_ROWS else AUTO_MODEL_SMALL
     given = cache.labels[rows]
     present, compact = np.unique(given, return_inverse=True)  # classes absent from train+val have no column
     _check_class_sizes(cache, present, compact, folds)
-    probs = _out_of_fold_probabilities(_features(name, cache, rows), compact, name, folds, seed)
+    x = np.asarray(features.matrix[rows], dtype=np.float32) if features is not None else _features(name, cache, rows)
+    probs = _out_of_fold_probabilities(x, compact, name, folds, seed)
     ranked = _cleanlab_issues(compact, probs, filter_by)
     names = [cache.class_names[k] for k in present]
     issues = tuple(_issue(cache, int(rows[k]), names, compact[k], probs[k]) for k in ranked)
@@ -179,7 +198,7 @@ def find_label_issues(
         rows_available=int(available),
         sampled=bool(len(rows) < available),
         model=name,
-        method=f"{ISSUE_MODELS[name]}, {folds}-fold out-of-fold probabilities, cleanlab filter_by={filter_by}",
+        method=f"{_described(name, features)}, {folds}-fold out-of-fold probabilities, cleanlab filter_by={filter_by}",
         folds=folds,
         filter_by=filter_by,
         out_of_fold_accuracy=round(float((probs.argmax(1) == compact).mean()), 6),
@@ -187,7 +206,12 @@ def find_label_issues(
     )
 
 
-def _check_options(model: str, folds: int, max_rows: int, filter_by: str) -> None:
+def check_issue_options(*, model: str, folds: int, max_rows: int, filter_by: str, with_features: bool) -> None:
+    """Refuses options :func:`find_label_issues` cannot use, before anything is computed (UserError naming the option)."""
+    if with_features and model not in ("auto", "features"):
+        raise UserError(f"--features makes the model a logistic regression on them; drop --model {model} (or use --model features)")
+    if not with_features and model == "features":
+        raise UserError("--model features needs feature vectors: pass --features BACKBONE (e.g. efficientnet_lite0)")
     if model != "auto" and model not in ISSUE_MODELS:
         raise UserError(f"--model {model!r} is not a label-issue model; choose auto or one of {', '.join(ISSUE_MODELS)}")
     if folds < 2:
@@ -196,6 +220,20 @@ def _check_options(model: str, folds: int, max_rows: int, filter_by: str) -> Non
         raise UserError(f"--max-rows must be at least twice --folds ({2 * folds}), got {max_rows}")
     if filter_by not in ISSUE_FILTERS:
         raise UserError(f"--filter-by {filter_by!r} is not one of cleanlab's rules {', '.join(ISSUE_FILTERS)}")
+
+
+def _check_features(cache: Cache, features: IssueFeatures | None) -> None:
+    if features is None:
+        return
+    if features.matrix.ndim != 2 or len(features.matrix) != len(cache.labels):
+        raise UserError(
+            f"{features.name}: expected one feature vector per row of {cache.path} ({len(cache.labels):,} rows), "
+            f"got an array of shape {tuple(features.matrix.shape)}"
+        )
+
+
+def _described(name: str, features: IssueFeatures | None) -> str:
+    return f"logistic regression on standardised {features.name}" if features is not None else ISSUE_MODELS[name]
 
 
 def _check_class_sizes(cache: Cache, present: np.ndarray, compact: np.ndarray, folds: int) -> None:
@@ -263,8 +301,10 @@ def _estimator(name: str, features: int, seed: int) -> Any:
     if name == "kernel":  # an RBF SVM's accuracy, with probabilities, at a linear model's cost
         nystroem = Nystroem(kernel="rbf", gamma=1.0 / features, n_components=_KERNEL_COMPONENTS, random_state=seed)
         return make_pipeline(StandardScaler(), nystroem, LogisticRegression(C=1.0, max_iter=300, tol=1e-3, random_state=seed))
-    # strong regularisation: probabilities that are not overconfident on rows it fits
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.05, max_iter=300, tol=1e-3, random_state=seed))
+    # strong regularisation: probabilities that are not overconfident on rows it fits (on 1,280
+    # backbone features, C=0.01 flagged flips more precisely than 0.05 and 0.2: bench_label_issues.py)
+    c = 0.01 if name == "features" else 0.05
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=300, tol=1e-3, random_state=seed))
 
 
 def _out_of_fold_probabilities(x: np.ndarray, labels: np.ndarray, name: str, folds: int, seed: int) -> np.ndarray:

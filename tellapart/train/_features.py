@@ -35,14 +35,17 @@ from tqdm import tqdm
 from tellapart._errors import UserError
 from tellapart._files import atomic_write_bytes
 from tellapart.data import Cache
-from tellapart.models import Classifier
+from tellapart.models import BACKBONES, Classifier
 
+from ._builders import build_model_for, feeder_for, runtime_for
+from ._config import ModelConfig, TrainConfig
 from ._loop import Feeder
 
-__all__ = ["FEATURES_FORMAT", "FeatureFeeder", "HeadOnly", "cached_features", "feature_key"]
+__all__ = ["FEATURES_FORMAT", "MIN_FEATURE_SIDE", "FeatureFeeder", "HeadOnly", "backbone_features", "cached_features", "feature_key"]
 
 FEATURES_FORMAT = 1  # bump when the layout or the key's contents change
 _META, _FEATURES, _DONE = "meta.json", "features.f32", "done.u8"
+MIN_FEATURE_SIDE = 64  # px: backbone_features resizes smaller caches up to this inside the model
 _MARK_EVERY_S = 30.0  # flush and mark rows done at least this often, seconds (a killed run keeps them)
 
 
@@ -150,6 +153,36 @@ def cached_features(
             f"train through the backbone with --set fine_tune.cache_features=false"
         ) from None
     return np.memmap(folder / _FEATURES, dtype=np.float32, mode="r", shape=(n, dim))
+
+
+def backbone_features(
+    cache: Cache, backbone: str, rows: np.ndarray, *, resize_to: int | None = None, progress: bool = True
+) -> np.ndarray:
+    """A pretrained backbone's features of cache ``rows`` (frozen, eval mode), kept in ``CACHE/features``.
+
+    The same rows and key as a frozen-backbone training run of ``backbone`` on this cache (with the
+    same ``resize_to``) computes, so whichever runs first computes them for both.
+
+    Args:
+        backbone: a name in ``tellapart.models.BACKBONES``; its weights must be installed.
+        resize_to: the side (px) images are resized to inside the model (default: the cache's size,
+            at least ``MIN_FEATURE_SIDE``: an ImageNet backbone sees a 28 px image as a single cell).
+
+    Returns:
+        The (rows in the cache, D) float32 memory map; ``rows`` are filled.
+
+    Raises:
+        UserError: an unknown backbone, weights that are not installed, or a cache folder that cannot be written.
+    """
+    if backbone not in BACKBONES:
+        raise UserError(f"--features {backbone!r} is not a pretrained backbone; choose one of {', '.join(sorted(BACKBONES))}")
+    side = resize_to or max(cache.preprocess.size, MIN_FEATURE_SIDE)
+    args: dict[str, Any] = {"weights": "imagenet", **({"resize_to": side} if side != cache.preprocess.size else {})}
+    cfg = TrainConfig(model=ModelConfig(name=backbone, args=args))
+    model, _ = build_model_for(cache, cfg)
+    runtime = runtime_for(model, cfg)
+    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
+    return cached_features(model, feeder_for(model, cache, cfg, runtime), cache, rows, progress=progress)
 
 
 def _create(folder: Path, meta: dict[str, Any], n: int, dim: int) -> None:
