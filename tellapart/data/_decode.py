@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Union
 
-import imagehash
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -82,8 +81,7 @@ class Decoded:
     height: int = 0  # original height, pixels
     mode: str = ""  # original Pillow mode (RGB, L, P, CMYK, I;16, ...)
     format: str = ""  # JPEG, PNG, ... or "array"
-    content_hash: str = ""  # blake2b of the raw bytes: exact duplicates
-    phash: int = 0  # 64-bit perceptual hash: near-duplicates
+    content_hash: str = ""  # blake2b of the raw bytes: exact duplicates (near ones are found from thumbnails, in one batch)
     error: str | None = None
     note: str | None = None  # decoded, but the user should know (e.g. blank after compositing alpha)
     native: np.ndarray | None = None  # (h, w) grey uint8 at the image's own size, when both sides are at most NATIVE_MAX
@@ -177,8 +175,8 @@ def _decode_bytes(data: bytes, pre: Preprocess, limit: int) -> Decoded:
             img.draft("L" if pre.grayscale else "RGB", _draft_request(width, height, pre))
         img.load()
     img = ImageOps.exif_transpose(img) or img
-    pixels, phash, note, native = _finish(img, pre)
-    return Decoded(pixels, width, height, mode, fmt, content_hash, phash, note=note, native=native)
+    pixels, note, native = _finish(img, pre)
+    return Decoded(pixels, width, height, mode, fmt, content_hash, note=note, native=native)
 
 
 def _decode_array(array: np.ndarray, pre: Preprocess) -> Decoded:
@@ -186,8 +184,8 @@ def _decode_array(array: np.ndarray, pre: Preprocess) -> Decoded:
         raise ValueError(f"array images must be uint8, got {array.dtype}")
     content_hash = hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).hexdigest()
     img = Image.fromarray(array)
-    pixels, phash, note, native = _finish(img, pre)
-    return Decoded(pixels, img.width, img.height, img.mode, "array", content_hash, phash, note=note, native=native)
+    pixels, note, native = _finish(img, pre)
+    return Decoded(pixels, img.width, img.height, img.mode, "array", content_hash, note=note, native=native)
 
 
 def _draft_scale(width: int, height: int, request: tuple[int, int]) -> int:
@@ -268,7 +266,7 @@ def _nearly_uniform(channel: Image.Image, spread: int = 8) -> bool:
     return int(high) - int(low) <= spread
 
 
-def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int, str | None, np.ndarray | None]:
+def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, str | None, np.ndarray | None]:
     img, note = _to_8bit_mode(img, pre.grayscale)
     small = img.width <= NATIVE_MAX and img.height <= NATIVE_MAX  # kept unresampled: tiny copies are confirmed on these
     native = np.asarray(img.convert("L"), dtype=np.uint8) if small else None
@@ -280,12 +278,7 @@ def _finish(img: Image.Image, pre: Preprocess) -> tuple[np.ndarray, int, str | N
         img = ImageOps.pad(img, box, method, color=0)
     elif img.size != box:
         img = img.resize(box, method, reducing_gap=3.0)
-    # phash resizes to 32x32 grey itself (Lanczos, ~0.4 ms at 150 px); a reduced bilinear copy is
-    # several times cheaper and hashes the same way for every image
-    small = img.convert("L").resize((32, 32), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    bits = imagehash.phash(small).hash.flatten()
-    phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
     pixels = np.asarray(img, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    return pixels, phash, note, native
+    return pixels, note, native

@@ -41,8 +41,6 @@ def _pool(workers: int) -> mp.pool.Pool:
     PyTorch's thread pools exist; then ``forkserver``, whose server imports the decoder once
     (workers fork from it instead of importing it each).
     """
-    import scipy.fftpack  # noqa: F401  (imagehash imports it on first use: once here, not per worker)
-
     if "torch" not in sys.modules:
         return mp.get_context("fork").Pool(workers)
     ctx = mp.get_context("forkserver")
