@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tellapart.data import PrepareConfig, Preprocess, check_source, open_source, prepare
@@ -162,3 +163,17 @@ def test_native_similarity_matches_windows_and_leaves_resized_copies_to_the_thum
     assert r[0] > 0.9999 and r[1] > 0.999  # a crop (26x26 window) and a one-pixel shift
     assert r[2] < 0.9  # another image
     assert r[3] == -1.0  # 20 of 28 px: not compared here (more than 15% smaller)
+
+
+def test_neighbour_search_above_the_exhaustive_size_finds_planted_copies(capfd: pytest.CaptureFixture[str]) -> None:
+    from tellapart.data._dedup import _EXACT_SEARCH, neighbour_pairs
+
+    rng = np.random.default_rng(11)
+    n = _EXACT_SEARCH + 5_000  # the inverted-file index, not the exhaustive one
+    x = rng.normal(size=(n, 64)).astype(np.float32)
+    x[n - 200 :] = x[:200] + rng.normal(0, 0.05, (200, 64)).astype(np.float32)  # 200 near copies of the first 200
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q, d, cosine = neighbour_pairs(x, x, 5, same=True)
+    found = {(int(a), int(b)) for a, b in zip(q, d)}
+    assert sum((k, n - 200 + k) in found for k in range(200)) >= 196 and (q != d).all()
+    assert "WARNING" not in capfd.readouterr().err  # enough training points for every cell

@@ -40,7 +40,7 @@ class CheckReport:
     notes: list[dict[str, str]] = field(default_factory=list)  # {id, note}: decoded, but worth a look (e.g. blank after alpha)
     problems: list[str] = field(default_factory=list)  # reasons the data is unusable
     warnings: list[str] = field(default_factory=list)
-    near_candidates: int = 0  # pairs close in perceptual hash, compared on the pixels
+    near_candidates: int = 0  # candidate pairs (close in hash or nearest neighbours) compared on the pixels
     cross_split_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> "test~train" -> pairs
     layout_notes: list[str] = field(default_factory=list)  # how the layout was read, e.g. classes above nested folders
 
@@ -68,7 +68,7 @@ class CheckReport:
         lines.append(f"  exact duplicate groups: {len(self.exact_duplicates)}")
         lines += [f"    {' = '.join(g[:4])}" for g in self.exact_duplicates[:10]]
         lines.append(
-            f"  near-duplicate pairs: {len(self.near_duplicates)} (confirmed on the pixels, of {self.near_candidates} close in hash)"
+            f"  near-duplicate pairs: {len(self.near_duplicates)} (confirmed on the pixels, of {self.near_candidates} candidates)"
         )
         lines += [
             f"    {d['a']} ~ {d['b']} (hash distance {d['distance']}, similarity {d['similarity']:.3f})" for d in self.near_duplicates[:10]
