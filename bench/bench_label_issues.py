@@ -136,10 +136,10 @@ def score(planted: Planted, model: str, filter_by: str, folds: int, max_rows: in
     started = time.perf_counter()
     features = None
     if backbone is not None:
-        from tellapart.data import IssueFeatures
+        from tellapart.data import IssueFeatures, issue_rows
         from tellapart.train import backbone_features
 
-        rows = np.concatenate([cache.indices("train"), cache.indices("val")])
+        rows = issue_rows(cache, max_rows)
         features = IssueFeatures(f"{backbone} features", backbone_features(cache, backbone, rows, progress=False))
     result = find_label_issues(cache, model=model, folds=folds, filter_by=filter_by, max_rows=max_rows, features=features)
     seconds = time.perf_counter() - started

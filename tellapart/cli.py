@@ -142,16 +142,13 @@ def _cmd_issues(args: argparse.Namespace) -> int:
 
 
 def _issue_features(cache, args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """A pretrained backbone's features of the train+val rows (computed once, kept in CACHE/features)."""
-    import numpy as np
+    """A pretrained backbone's features of the rows the check reads (computed once, kept in CACHE/features)."""
+    from tellapart.data import IssueFeatures, issue_rows
+    from tellapart.train import backbone_features, feature_side
 
-    from tellapart.data import IssueFeatures
-    from tellapart.train import MIN_FEATURE_SIDE, backbone_features
-
-    rows = np.concatenate([cache.indices("train"), cache.indices("val")])
+    rows = issue_rows(cache, args.max_rows, args.seed)
     matrix = backbone_features(cache, args.features, rows, resize_to=args.features_size, progress=not args.quiet)
-    side = args.features_size or max(cache.preprocess.size, MIN_FEATURE_SIDE)
-    return IssueFeatures(f"{args.features} features (ImageNet weights, {side} px)", matrix)
+    return IssueFeatures(f"{args.features} features (ImageNet weights, {feature_side(cache, args.features_size)} px)", matrix)
 
 
 # --------------------------------------------------------------------------- training

@@ -1,7 +1,7 @@
 """Data: sources of labelled images, checks, splits, and the memory-mapped cache everything reads."""
 
 from ._batches import RowReader, epoch_order, iter_batches, to_tensor
-from ._cache import Cache, Manifest, PrepareConfig, prepare, verify_cache
+from ._cache import FEATURE_ARRAY, FEATURE_DONE, FEATURE_META, Cache, Manifest, PrepareConfig, prepare, verify_cache
 from ._check import CheckReport, check_source
 from ._issues import (
     ISSUE_FILTERS,
@@ -11,6 +11,7 @@ from ._issues import (
     LabelIssues,
     check_issue_options,
     find_label_issues,
+    issue_rows,
     label_issues_section,
     read_label_issues,
     write_label_issues,
@@ -38,6 +39,9 @@ from ._split import SplitConfig, split_by_group, stratified_cap
 from ._synth import SynthConfig, synth_faces
 
 __all__ = [
+    "FEATURE_ARRAY",
+    "FEATURE_DONE",
+    "FEATURE_META",
     "FASHION_MNIST_CLASSES",
     "MAX_PIXELS_ENV",
     "ArchiveSource",
@@ -69,6 +73,7 @@ __all__ = [
     "epoch_order",
     "check_issue_options",
     "find_label_issues",
+    "issue_rows",
     "is_shard_set",
     "iter_batches",
     "label_issues_section",

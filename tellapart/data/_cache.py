@@ -55,7 +55,8 @@ MARKER = "tellapart-cache.json"
 #: Derived data tellapart keeps inside a cache: one sub-folder per backbone's cached features
 #: (``tellapart.train``'s feature cache), each holding only ``FEATURE_FILES``.
 FEATURES = "features"
-FEATURE_FILES = frozenset({"meta.json", "features.f32", "done.u8"})
+FEATURE_META, FEATURE_ARRAY, FEATURE_DONE = "meta.json", "features.f32", "done.u8"  # what each sub-folder holds
+FEATURE_FILES = frozenset({FEATURE_META, FEATURE_ARRAY, FEATURE_DONE})
 #: Every file a cache folder may hold: the only ones a rebuild removes.
 CACHE_FILES = (MANIFEST, PIXELS, MARKER, FEATURES)
 #: Manifest keys every reader relies on; a manifest missing one was not written whole by prepare.
@@ -623,8 +624,9 @@ def _remove_cache_files(folder: Path) -> None:
     if not folder.is_dir() or folder.is_symlink():
         return
     _remove_features(folder / FEATURES)
-    for name in (MANIFEST, PIXELS, MARKER):
-        (folder / name).unlink(missing_ok=True)
+    for name in CACHE_FILES:
+        if name != FEATURES:
+            (folder / name).unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:  # something we did not write is inside: leave it

@@ -47,6 +47,7 @@ __all__ = [
     "LabelIssues",
     "check_issue_options",
     "find_label_issues",
+    "issue_rows",
     "label_issues_section",
     "read_label_issues",
     "write_label_issues",
@@ -85,7 +86,7 @@ class IssueFeatures:
     """One feature vector per cache row, made elsewhere (a pretrained backbone), for the ``features`` model."""
 
     name: str  # what made them, in words, for the result's method: "efficientnet_lite0 features at 64 px"
-    matrix: np.ndarray  # (rows in the cache, D) float32, may be a memory map: only the rows checked are read
+    matrix: np.ndarray  # (rows in the cache, D) float32, may be a memory map: only the rows checked (issue_rows) are read
 
 
 @dataclass(frozen=True)
@@ -179,9 +180,8 @@ def find_label_issues(
     check_issue_options(model=model, folds=folds, max_rows=max_rows, filter_by=filter_by, with_features=features is not None)
     _check_features(cache, features)
     started = time.perf_counter()
-    pool = np.concatenate([cache.indices("train"), cache.indices("val")])
-    available = len(pool)
-    rows = np.sort(stratified_cap(pool, cache.labels, max_rows, seed=seed, salt=7919))
+    available = len(cache.indices("train")) + len(cache.indices("val"))
+    rows = issue_rows(cache, max_rows, seed)
     name = model if model != "auto" else "features" if features is not None else AUTO_MODEL_LARGE if len(rows) >= AUTO_LARGE_ROWS else AUTO_MODEL_SMALL
     given = cache.labels[rows]
     present, compact = np.unique(given, return_inverse=True)  # classes absent from train+val have no column
@@ -204,6 +204,15 @@ def find_label_issues(
         out_of_fold_accuracy=round(float((probs.argmax(1) == compact).mean()), 6),
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def issue_rows(cache: Cache, max_rows: int = DEFAULT_MAX_ROWS, seed: int = 0) -> np.ndarray:
+    """The train+val rows :func:`find_label_issues` checks (ascending): all, or a stratified sample of ``max_rows``.
+
+    What features made elsewhere (``IssueFeatures``) need to cover, and no more.
+    """
+    pool = np.concatenate([cache.indices("train"), cache.indices("val")])
+    return np.sort(stratified_cap(pool, cache.labels, max_rows, seed=seed, salt=7919))
 
 
 def check_issue_options(*, model: str, folds: int, max_rows: int, filter_by: str, with_features: bool) -> None:
@@ -246,8 +255,6 @@ def _check_class_sizes(cache: Cache, present: np.ndarray, compact: np.ndarray, f
             f"cache {cache.path}: class {cache.class_names[present[smallest]]!r} has {counts[smallest]} train+val row(s) "
             f"checked, fewer than --folds {folds}; lower --folds to {max(2, int(counts[smallest]))} or raise --max-rows"
         )
-
-
 
 
 def _features(name: str, cache: Cache, rows: np.ndarray) -> np.ndarray:
@@ -462,8 +469,6 @@ def label_issues_section(issues: LabelIssues, cache: Cache, *, top: int = 24) ->
         f"<details><summary>All {issues.count} flagged rows{more}</summary>{table}</details>"
     )
     return "Likely label errors", body
-
-
 
 
 _CSS = """

@@ -166,6 +166,11 @@ def find_duplicates(
 _SHIFTED_MAX = 16  # images up to this side (px) are also hashed moved by one of their pixels (larger: the aligned view suffices)
 
 
+def _unscored(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hash-view pairs, with no cosine of their own yet (-1: the raw and aligned ones are computed for every pair)."""
+    return i, j, np.full(len(i), -1.0, np.float32)
+
+
 def _candidates(
     raw: np.ndarray, aligned: np.ndarray, sides: np.ndarray, radius: int, neighbours: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -178,8 +183,7 @@ def _candidates(
     n = len(raw)
     raw_hash, aligned_hash = phashes(raw), phashes(aligned)
     raw_desc, aligned_desc = descriptors(raw), descriptors(aligned)
-    none = np.zeros(0, dtype=np.float32)
-    found = [(*candidate_pairs(h, radius)[:2], none) for h in (raw_hash, aligned_hash)]  # cosines filled in below
+    found = [_unscored(*candidate_pairs(h, radius)[:2]) for h in (raw_hash, aligned_hash)]
     for desc in (raw_desc, aligned_desc):
         found.append(neighbour_pairs(desc, desc, neighbours, same=True))
     step = np.rint(THUMB / np.maximum(sides, 1)).astype(np.int64)  # one image pixel, in thumbnail pixels
@@ -188,12 +192,12 @@ def _candidates(
         for dy, dx in ((0, s), (s, 0), (s, s), (s, -s)):  # the opposite shifts are the same pairs seen from the other side
             moved = shifted(raw[rows], dy, dx)
             q, d, _ = cross_pairs(phashes(moved), raw_hash, radius)
-            found.append((rows[q], d, none))
+            found.append(_unscored(rows[q], d))
             q, d, cos = neighbour_pairs(descriptors(moved), raw_desc, neighbours, same=False)
             found.append((rows[q], d, cos))  # a shifted copy's cosine is the shifted view's
     a = np.concatenate([f[0] for f in found]).astype(np.int64)
     b = np.concatenate([f[1] for f in found]).astype(np.int64)
-    seen = np.concatenate([f[2] if len(f[2]) else np.full(len(f[0]), -1.0, np.float32) for f in found])
+    seen = np.concatenate([f[2] for f in found])
     keep = a != b
     key = np.minimum(a[keep], b[keep]) * max(n, 1) + np.maximum(a[keep], b[keep])
     key, where = np.unique(key, return_inverse=True)

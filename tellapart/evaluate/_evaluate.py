@@ -50,8 +50,6 @@ def _open_cache(path: str | Path) -> Cache:
     return ShardSet(path).first_present() if is_shard_set(path) else Cache(path)
 
 
-
-
 def _leakage_warnings(cache: Cache, split: str) -> list[str]:
     """One line per kind of duplicate linking ``split`` to another split, with its exact count."""
     counts = cache.duplicates

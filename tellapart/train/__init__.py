@@ -18,7 +18,7 @@ from ._config import (
     load_config,
 )
 from ._device import Runtime, resolve_runtime
-from ._features import MIN_FEATURE_SIDE, FeatureFeeder, HeadOnly, backbone_features, cached_features, feature_key
+from ._features import FeatureFeeder, HeadOnly, backbone_features, cached_features, feature_key, feature_side
 from ._finetune import FineTune, backbone_units, unfrozen_names
 from ._fit import RunResult, nested_subset, read_metrics, train
 from ._ladder import DEFAULT_LADDER, Rung, first_network, load_ladder, run_ladder, run_seeds, rung_run
@@ -30,7 +30,6 @@ from ._throughput import measure_inference, measure_throughput
 
 __all__ = [
     "BASELINES",
-    "MIN_FEATURE_SIDE",
     "DEFAULT_BASELINES",
     "DEFAULT_LADDER",
     "BaselineResult",
@@ -65,6 +64,7 @@ __all__ = [
     "config_to_dict",
     "evaluate",
     "feature_key",
+    "feature_side",
     "find_checkpoint",
     "find_lr",
     "first_network",

@@ -142,8 +142,6 @@ def _model(name: str, seed: int) -> Any:
     return make_pipeline(StandardScaler(), SVC(kernel="rbf", C=10.0, gamma="scale", random_state=seed))
 
 
-
-
 def _features(name: str, cache: Cache, rows: np.ndarray) -> np.ndarray:
     parts = [_featurise(name, np.asarray(cache.pixels[rows[k : k + _CHUNK]])) for k in range(0, len(rows), _CHUNK)]
     return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)

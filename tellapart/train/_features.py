@@ -34,18 +34,18 @@ from tqdm import tqdm
 
 from tellapart._errors import UserError
 from tellapart._files import atomic_write_bytes
-from tellapart.data import Cache
+from tellapart.data import FEATURE_ARRAY, FEATURE_DONE, FEATURE_META, Cache
 from tellapart.models import BACKBONES, Classifier
 
 from ._builders import build_model_for, feeder_for, runtime_for
 from ._config import ModelConfig, TrainConfig
 from ._loop import Feeder
 
-__all__ = ["FEATURES_FORMAT", "MIN_FEATURE_SIDE", "FeatureFeeder", "HeadOnly", "backbone_features", "cached_features", "feature_key"]
+__all__ = ["FEATURES_FORMAT", "FeatureFeeder", "HeadOnly", "backbone_features", "cached_features", "feature_key", "feature_side"]
 
 FEATURES_FORMAT = 1  # bump when the layout or the key's contents change
-_META, _FEATURES, _DONE = "meta.json", "features.f32", "done.u8"
-MIN_FEATURE_SIDE = 64  # px: backbone_features resizes smaller caches up to this inside the model
+_META, _FEATURES, _DONE = FEATURE_META, FEATURE_ARRAY, FEATURE_DONE  # the data stage owns the cache layout
+_MIN_FEATURE_SIDE = 64  # px: backbone_features resizes smaller caches up to this inside the model
 _MARK_EVERY_S = 30.0  # flush and mark rows done at least this often, seconds (a killed run keeps them)
 
 
@@ -166,7 +166,7 @@ def backbone_features(
     Args:
         backbone: a name in ``tellapart.models.BACKBONES``; its weights must be installed.
         resize_to: the side (px) images are resized to inside the model (default: the cache's size,
-            at least ``MIN_FEATURE_SIDE``: an ImageNet backbone sees a 28 px image as a single cell).
+            at least 64 px: an ImageNet backbone sees a 28 px image as a single cell; :func:`feature_side`).
 
     Returns:
         The (rows in the cache, D) float32 memory map; ``rows`` are filled.
@@ -176,13 +176,18 @@ def backbone_features(
     """
     if backbone not in BACKBONES:
         raise UserError(f"--features {backbone!r} is not a pretrained backbone; choose one of {', '.join(sorted(BACKBONES))}")
-    side = resize_to or max(cache.preprocess.size, MIN_FEATURE_SIDE)
+    side = feature_side(cache, resize_to)
     args: dict[str, Any] = {"weights": "imagenet", **({"resize_to": side} if side != cache.preprocess.size else {})}
     cfg = TrainConfig(model=ModelConfig(name=backbone, args=args))
     model, _ = build_model_for(cache, cfg)
     runtime = runtime_for(model, cfg)
     model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
     return cached_features(model, feeder_for(model, cache, cfg, runtime), cache, rows, progress=progress)
+
+
+def feature_side(cache: Cache, resize_to: int | None = None) -> int:
+    """The side (px) :func:`backbone_features` shows ``cache``'s images to the backbone at."""
+    return resize_to or max(cache.preprocess.size, _MIN_FEATURE_SIDE)
 
 
 def _create(folder: Path, meta: dict[str, Any], n: int, dim: int) -> None:
