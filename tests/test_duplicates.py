@@ -177,3 +177,20 @@ def test_neighbour_search_above_the_exhaustive_size_finds_planted_copies(capfd: 
     found = {(int(a), int(b)) for a, b in zip(q, d)}
     assert sum((k, n - 200 + k) in found for k in range(200)) >= 196 and (q != d).all()
     assert "WARNING" not in capfd.readouterr().err  # enough training points for every cell
+
+
+def test_one_pixel_and_one_line_images_are_compared_without_warnings() -> None:
+    import warnings
+
+    rng = np.random.default_rng(12)
+    shapes = [(1, 1), (1, 1), (1, 30), (30, 1), (2, 2), (8, 8), (8, 7)]
+    images = [rng.integers(0, 256, s, dtype=np.uint8) for s in shapes]
+    images[1] = images[0].copy()
+    native = Native.empty(len(images))
+    for k, a in enumerate(images):
+        native.put(k, a)
+    thumbs = np.stack([np.asarray(Image.fromarray(a).resize((32, 32), Image.Resampling.BILINEAR)) for a in images])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a division by an empty overlap would warn (and score nan)
+        dups = find_duplicates([str(k) for k in range(len(images))], thumbs, [True] * len(images), sides=[min(s) for s in shapes], native=native)
+    assert all(np.isfinite(s) for *_, s in dups.near)

@@ -288,3 +288,18 @@ def test_cli_features_of_a_real_pretrained_backbone_are_cached_in_the_cache(
     assert [p.name for p in (cache.path / "features").iterdir()] and Cache(cache.path).verify() is not None
     code, _, _ = _run(capsys, "data", "issues", cache.path, "--features", "efficientnet_lite0", "--folds", "3", "--quiet")
     assert code == 0  # the second run reuses the cached features and replaces its own output
+
+
+def test_cli_features_into_a_cache_it_cannot_write_is_one_clear_line(
+    noisy_digits: tuple[Cache, dict[str, str]], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tellapart.train._features as features_module
+
+    def refused(*_: object, **__: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(features_module, "_create", refused)  # what a read-only cache folder does (root ignores chmod)
+    cache, _ = noisy_digits
+    code, _, err = _run(capsys, "data", "issues", cache.path, "--features", "efficientnet_lite0", "--out", tmp_path / "o", "--quiet")
+    assert code == 2 and err.startswith("error: cannot write backbone features into") and "make the cache folder writable" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()

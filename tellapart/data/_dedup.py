@@ -406,6 +406,8 @@ def _best_correlation(x: np.ndarray, ia: np.ndarray, ja: np.ndarray, max_shift: 
         for dy in shifts:
             for dx in shifts:
                 size = (side - abs(dy)) * (side - abs(dx))
+                if size == 0:  # a shift as large as the image (1 px images): no overlap to compare
+                    continue
                 cross = np.einsum("pyx,pyx->p", a[:, span[dy], span[dx]], b[:, span[-dy], span[-dx]]).astype(np.float64)
                 ma, mb = sums[dy, dx][ra] / size, sums[-dy, -dx][rb] / size
                 cov = cross - size * ma * mb

@@ -117,8 +117,11 @@ def cached_features(
     *,
     batch_size: int = 256,
     progress: bool = True,
+    unwritable: str = "train through the backbone with --set fine_tune.cache_features=false",
 ) -> np.ndarray:
     """``model.forward_features`` of cache ``rows`` (eval mode), computed once and kept in ``CACHE/features``.
+
+    ``unwritable`` is the way out the error names when the cache folder cannot be written.
 
     Returns:
         The (n, D) float32 memory map of every cache row; ``rows`` are filled, others may be zeros.
@@ -149,8 +152,7 @@ def cached_features(
             print(f"features: {len(rows)} rows reused from {folder}", file=sys.stderr)
     except PermissionError as exc:
         raise UserError(
-            f"cannot write backbone features into {cache.path / 'features'} ({exc.strerror}); "
-            f"train through the backbone with --set fine_tune.cache_features=false"
+            f"cannot write backbone features into {cache.features_dir} ({exc.strerror}); {unwritable}"
         ) from None
     return np.memmap(folder / _FEATURES, dtype=np.float32, mode="r", shape=(n, dim))
 
@@ -182,7 +184,10 @@ def backbone_features(
     model, _ = build_model_for(cache, cfg)
     runtime = runtime_for(model, cfg)
     model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else torch.preserve_format)
-    return cached_features(model, feeder_for(model, cache, cfg, runtime), cache, rows, progress=progress)
+    return cached_features(
+        model, feeder_for(model, cache, cfg, runtime), cache, rows, progress=progress,
+        unwritable="make the cache folder writable, or prepare a copy of the data you own with 'tellapart data prepare'",
+    )
 
 
 def feature_side(cache: Cache, resize_to: int | None = None) -> int:
@@ -249,6 +254,11 @@ def _compute(
         out.flush()
         if pending:
             _mark_done(folder, np.concatenate(pending))
+    except KeyboardInterrupt:  # an interrupted run keeps the rows it finished: each is written whole before it is listed
+        if pending:
+            out.flush()
+            _mark_done(folder, np.concatenate(pending))
+        raise
     finally:
         bar.close()
         del out
