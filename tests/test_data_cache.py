@@ -364,6 +364,9 @@ def test_to_tensor_normalises_into_channels_last_floats() -> None:
     expected = (batch / 255.0 - np.array(mean)) / np.array(std)
     np.testing.assert_allclose(x.permute(0, 2, 3, 1).numpy(), expected, rtol=1e-5, atol=1e-5)
     assert to_tensor(batch, mean, std, channels_last=False).is_contiguous()
+    grey = batch[..., :1]
+    np.testing.assert_allclose(to_tensor(grey, [0.5], [0.2]).numpy()[:, 0], (grey[..., 0] / 255.0 - 0.5) / 0.2, rtol=1e-5, atol=1e-5)
+    assert torch.equal(to_tensor(batch.astype(np.float64), mean, std), x)  # float pixels give the same float32 batch
 
 
 def test_manifest_is_plain_json(two_classes: Path, tmp_path: Path) -> None:

@@ -188,3 +188,24 @@ def test_parallel_scan_matches_serial_and_keeps_order(tmp_path: Path, bad_files)
     failed = {items[i].id for i, d in enumerate(pooled) if d.error}
     assert failed == {f"b/{p.name}" for p in bad.values()}
     assert all(d.pixels is None for d in pooled)  # pixels are streamed to on_result, not kept
+
+
+# --------------------------------------------------------------------------- summaries for prepare
+
+
+@pytest.mark.parametrize("grayscale", [False, True], ids=["rgb", "grey"])
+def test_decoder_summaries_match_the_pixels(grayscale: bool) -> None:
+    # prepare asks the workers for each image's thumbnail and channel sums instead of re-reading the cache
+    from tellapart.data._decode import LimitedPreprocess
+    from tellapart.data._dedup import thumbnail
+
+    photo = make_image((96, 80), seed=3)
+    pre = LimitedPreprocess.of(Preprocess(size=40, grayscale=grayscale), MAX_PIXELS, summaries=True)
+    for payload in (_encode(photo, "JPEG", quality=90), np.asarray(photo)):
+        d = decode(payload, pre)
+        assert d.pixels is not None and d.thumb is not None and d.moments is not None
+        assert np.array_equal(d.thumb, thumbnail(d.pixels))
+        flat = d.pixels.reshape(-1, d.pixels.shape[-1]).astype(np.int64)
+        assert np.array_equal(d.moments, np.stack([flat.sum(0), (flat**2).sum(0)]))
+    plain = decode(_encode(photo, "PNG"), Preprocess(size=40))
+    assert plain.thumb is None and plain.moments is None  # data check and predict do not pay for them

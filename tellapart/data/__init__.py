@@ -1,6 +1,6 @@
 """Data: sources of labelled images, checks, splits, and the memory-mapped cache everything reads."""
 
-from ._batches import RowReader, epoch_order, iter_batches, to_tensor
+from ._batches import RowReader, epoch_order, iter_batches, normalise_nhwc, normalise_planes, to_tensor
 from ._cache import FEATURE_ARRAY, FEATURE_DONE, FEATURE_META, Cache, Manifest, PrepareConfig, prepare, verify_cache
 from ._check import CheckReport, check_source
 from ._issues import (
@@ -76,6 +76,8 @@ __all__ = [
     "issue_rows",
     "is_shard_set",
     "iter_batches",
+    "normalise_nhwc",
+    "normalise_planes",
     "label_issues_section",
     "read_label_issues",
     "fingerprint_digest",

@@ -40,7 +40,7 @@ from tellapart._files import STORAGE_ERRNOS, storage_error
 
 from ._batches import RowReader
 from ._decode import Decoded, LimitedPreprocess, Preprocess, decode_device_for, max_pixels
-from ._dedup import DuplicateCounts, Native, pair_key, thumbnails
+from ._dedup import THUMB, DuplicateCounts, Native, pair_key
 from ._scan import Duplicates, find_duplicates, scan
 from ._notes import upscale_note
 from ._sources import PairedSource, Source, layout_notes, left_out
@@ -341,7 +341,8 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
             bad file) with a message naming the file or option to fix.
     """
     out = Path(out)
-    fingerprint = _fingerprint(source.fingerprint(), cfg)
+    source_fingerprint = source.fingerprint()  # once: it stats every file
+    fingerprint = _fingerprint(source_fingerprint, cfg)
     if _holds_cache(out):  # refuses a folder tellapart did not write (it would be replaced)
         why = "--force"
         if not force:
@@ -370,15 +371,21 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
     pre = cfg.preprocess
     row_bytes = pre.size * pre.size * pre.channels
     try:
-        return _prepare_into(source, out, cfg, items, fingerprint, progress)
+        return _prepare_into(source, out, cfg, items, (fingerprint, source_fingerprint), progress)
     except OSError as exc:  # a full disk or an I/O error: nothing half-written is left (see _staged)
         if exc.errno in STORAGE_ERRNOS:
             raise storage_error(exc, out.parent / out.name, needed=len(items) * row_bytes) from None
         raise
 
 
-def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any], fingerprint: str, progress: bool) -> Cache:
-    """Decodes ``items`` into a staged folder and swaps it into place at ``out``."""
+def _prepare_into(
+    source: Source, out: Path, cfg: PrepareConfig, items: list[Any], fingerprints: tuple[str, str], progress: bool
+) -> Cache:
+    """Decodes ``items`` into a staged folder and swaps it into place at ``out``.
+
+    ``fingerprints``: the cache's and the source's, both taken before decoding (the same snapshot).
+    """
+    fingerprint, source_fingerprint = fingerprints
     with _staged(out) as tmp:
         pre = cfg.preprocess
         row_bytes = pre.size * pre.size * pre.channels
@@ -388,6 +395,8 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
         notes_of_rows: list[dict[str, str]] = []
         checksum = hashlib.blake2b(digest_size=16)  # of the rows as written, in file order
         native = Native.empty(len(items))  # tiny images' own pixels, by row (zero pages: costs nothing for larger images)
+        thumbs = np.zeros((len(items), THUMB, THUMB), dtype=np.uint8)  # by row: what duplicates are found from
+        moments = np.zeros((len(items), 2, pre.channels), dtype=np.int64)  # by row: the channel sums the statistics need
 
         def write(index: int, d: Decoded) -> None:
             if d.error is not None:
@@ -395,10 +404,11 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
                     raise UserError(f"{source.path}: cannot read {items[index].id}: {d.error} (drop --strict to skip such files)")
                 failures.append((index, d.error))
                 return
-            assert d.pixels is not None
+            assert d.pixels is not None and d.thumb is not None and d.moments is not None  # the decoder was asked for summaries
             row = np.ascontiguousarray(d.pixels).reshape(-1)
             pixels[len(rows)] = row
             checksum.update(row.data)
+            thumbs[len(rows)], moments[len(rows)] = d.thumb, d.moments
             if d.native is not None:
                 native.put(len(rows), d.native)
             if getattr(d, "note", None):
@@ -409,7 +419,8 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
         device, fallback = decode_device_for(cfg.decode_device)
         if fallback:
             _say(progress, f"note: {fallback}")
-        decoder = LimitedPreprocess.of(pre, cfg.pixel_limit, device)  # the limit and decoder travel to the decoding workers
+        # the limit and decoder travel to the decoding workers, which also make thumbnails and channel sums
+        decoder = LimitedPreprocess.of(pre, cfg.pixel_limit, device, summaries=True)
         workers = cfg.workers if device == "cpu" else 1  # one process owns the GPU (CUDA cannot be forked)
         decoded = scan(source, items, decoder, workers=workers, progress=progress, desc="prepare", on_result=write)
         seconds = time.perf_counter() - started
@@ -428,15 +439,13 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
             _say(progress, note if note.startswith("WARNING") else f"note: {note}")
         notes = [*layout_notes(source), *notes, *([upscaled] if upscaled else [])]  # recorded; the layout's were said before decoding
         label_index = {name: k for k, name in enumerate(class_names)}
-        view = np.memmap(tmp / PIXELS, dtype=np.uint8, mode="r", shape=(len(rows), pre.size, pre.size, pre.channels))
         dups = find_duplicates(
-            [decoded[i].content_hash for i in rows], thumbnails(view),
+            [decoded[i].content_hash for i in rows], thumbs[: len(rows)],
             [True] * len(rows), sides=[min(decoded[i].width, decoded[i].height, pre.size) for i in rows], threshold=cfg.near_threshold,
             native=native,
         )  # confirmed on the cache's own pixels, and tiny images on their own
         train_rows = np.flatnonzero(np.asarray(splits) == "train")
-        mean, std = _channel_stats(view, train_rows)
-        del view
+        mean, std = _channel_stats(moments[train_rows], pre.size * pre.size)
         manifest = {
             "format": CACHE_FORMAT,
             "fingerprint": fingerprint,
@@ -445,7 +454,7 @@ def _prepare_into(source: Source, out: Path, cfg: PrepareConfig, items: list[Any
                 "kind": source.kind,
                 "path": str(Path(source.path).resolve()),
                 "files_root": _files_root(source),
-                "fingerprint": source.fingerprint(),
+                "fingerprint": source_fingerprint,
             },
             "settings": cfg.identity(),
             "preprocess": asdict(pre),
@@ -549,25 +558,19 @@ def _files_root(source: Source) -> str | None:
     return None
 
 
-def _channel_stats(pixels: np.ndarray, rows: np.ndarray, chunk: int = 2048) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of ``rows`` in [0, 1] units, exact, from 256-bin histograms.
+def _channel_stats(moments: np.ndarray, pixels_per_image: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units, exact, from each image's (2, channels) sums of values and squares.
 
-    Histograms of uint8 values avoid converting every pixel to float (which cost more than
-    decoding at 150 px); chunks keep memory bounded.
+    The decoders sum every image's uint8 values and their squares in int64 (no rounding), so the
+    training split's statistics need no second pass over the pixels once the split is known.
     """
-    channels = pixels.shape[-1]
-    if len(rows) == 0:
+    channels = moments.shape[-1]
+    if len(moments) == 0:
         return [0.5] * channels, [0.25] * channels
-    offsets = (np.arange(channels, dtype=np.uint16) * 256).reshape(1, channels)
-    hist = np.zeros(256 * channels, dtype=np.int64)
-    for start in range(0, len(rows), chunk):
-        block = np.asarray(pixels[rows[start : start + chunk]]).reshape(-1, channels)
-        hist += np.bincount((block.astype(np.uint16) + offsets).ravel(), minlength=256 * channels)
-    hist = hist.reshape(channels, 256).astype(np.float64)
-    values = np.arange(256, dtype=np.float64) / 255.0
-    count = hist.sum(1)
-    mean = hist @ values / count
-    std = np.sqrt(np.maximum(hist @ (values * values) / count - mean * mean, 1e-12))
+    total = moments.sum(0).astype(np.float64)  # (2, channels), exact below 2**53 (about 10**11 pixels at 255)
+    count = float(len(moments) * pixels_per_image)
+    mean = total[0] / (255.0 * count)
+    std = np.sqrt(np.maximum(total[1] / (255.0 * 255.0 * count) - mean * mean, 1e-12))
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 

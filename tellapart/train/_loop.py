@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tellapart.data import RowReader, iter_batches, to_tensor
+from tellapart.data import RowReader, iter_batches, normalise_nhwc, normalise_planes, to_tensor
 
 from ._augment import augment_batch
 from ._config import TrainConfig
@@ -101,19 +101,16 @@ class Feeder:
         return self.normalise(torch.from_numpy(np.ascontiguousarray(batch)).to(self.runtime.device, non_blocking=True))
 
     @functools.cached_property
-    def _scale_shift(self) -> tuple[torch.Tensor, torch.Tensor]:
-        # the numbers to_tensor uses, made once rather than per batch
-        scale = torch.tensor([1.0 / (255.0 * s) for s in self.std], device=self.runtime.device).view(1, -1, 1, 1)
-        shift = torch.tensor([-m / s for m, s in zip(self.mean, self.std)], device=self.runtime.device).view(1, -1, 1, 1)
-        return scale, shift
+    def _planes(self) -> dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]]:
+        return {}  # (H, W, C) -> to_tensor's scale and shift planes, made once per image shape
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC already on the device -> the normalised float NCHW batch ``tensor`` gives."""
-        x = batch.permute(0, 3, 1, 2)
-        if not self.runtime.channels_last:
-            x = x.contiguous()
-        scale, shift = self._scale_shift
-        return torch.addcmul(shift, x.float(), scale)
+        shape = tuple(batch.shape[1:])
+        planes = self._planes.get(shape)
+        if planes is None:
+            planes = self._planes[shape] = normalise_planes(self.mean, self.std, shape, self.runtime.device)
+        return normalise_nhwc(batch, *planes, channels_last=self.runtime.channels_last)
 
     @functools.cached_property
     def _held(self) -> list[DevicePixels | None]:
