@@ -72,10 +72,7 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     # Set both ways: the setting is process-wide and must not leak into the next run in this process.
-    # Only when it changes: torch's setter imports Inductor's config (about 3 s on this CPU) every call.
-    enabled = torch.are_deterministic_algorithms_enabled()
-    if enabled != deterministic or (deterministic and not torch.is_deterministic_algorithms_warn_only_enabled()):
-        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.benchmark = False
 
 
