@@ -254,3 +254,18 @@ def test_fit_runs_end_to_end_on_each_source_format(kind: str, easy: Path, tmp_pa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n"] > 0
     assert json.loads((out / "plan.json").read_text())["status"] == "done"
+
+
+def test_the_seed_sets_fits_split_as_its_help_says(easy: Path, tmp_path: Path) -> None:
+    # fit --seed is "split and training seed": two seeds must deal the images to train/val/test differently
+    from tellapart.autofit._run import _prepare_config
+    from tellapart.data import prepare
+
+    decisions = decide(profile_source(open_source(easy)), FitConfig())
+    splits = []
+    for seed in (0, 1):
+        cache = prepare(open_source(easy), tmp_path / f"cache-{seed}", _prepare_config(decisions, FitConfig(seed=seed)), progress=False)
+        splits.append(json.loads((cache.path / "manifest.json").read_text())["splits"])
+    assert splits[0] != splits[1]
+    again = prepare(open_source(easy), tmp_path / "again", _prepare_config(decisions, FitConfig(seed=1)), progress=False)
+    assert json.loads((again.path / "manifest.json").read_text())["splits"] == splits[1]

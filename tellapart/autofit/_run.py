@@ -48,7 +48,7 @@ import numpy as np
 from tellapart._log import say as _say
 from tellapart._errors import UserError
 from tellapart._files import atomic_write, rank_by_validation, write_table
-from tellapart.data import Cache, PrepareConfig, Preprocess, Source, open_source, prepare
+from tellapart.data import Cache, PrepareConfig, Preprocess, Source, SplitConfig, open_source, prepare
 from tellapart.runs import RunDir, RunState
 from tellapart.train import (
     baseline_row, config_from_dict, fit_baseline, measure_inference, measure_throughput, train,
@@ -95,6 +95,12 @@ class _Clock:
         return self.budget - self.spent()
 
 
+
+def _prepare_config(decisions: Decisions, cfg: FitConfig) -> PrepareConfig:
+    """How fit prepares its cache: the decided size and colour, split by ``--seed`` (its help: "split and training seed")."""
+    pre = Preprocess(size=decisions.size, grayscale=decisions.grayscale)
+    return PrepareConfig(preprocess=pre, split=SplitConfig(seed=cfg.seed), workers=cfg.workers)
+
 def fit(
     source: Source | str | Path,
     out: str | Path,
@@ -135,8 +141,7 @@ def fit(
 
     # prepare
     started = time.monotonic()
-    pre = Preprocess(size=decisions.size, grayscale=decisions.grayscale)
-    cache = prepare(src, out / "cache", PrepareConfig(preprocess=pre, workers=cfg.workers), progress=progress)
+    cache = prepare(src, out / "cache", _prepare_config(decisions, cfg), progress=progress)
     if len(cache.indices("val")) == 0:
         raise UserError(f"{src.path}: too few images for a validation split ({len(cache)} readable); fit selects on validation")
     step("prepare", started, images=len(cache), skipped=cache.info.skipped)
