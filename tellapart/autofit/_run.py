@@ -95,11 +95,11 @@ class _Clock:
         return self.budget - self.spent()
 
 
-
 def _prepare_config(decisions: Decisions, cfg: FitConfig) -> PrepareConfig:
     """How fit prepares its cache: the decided size and colour, split by ``--seed`` (its help: "split and training seed")."""
     pre = Preprocess(size=decisions.size, grayscale=decisions.grayscale)
     return PrepareConfig(preprocess=pre, split=SplitConfig(seed=cfg.seed), workers=cfg.workers)
+
 
 def fit(
     source: Source | str | Path,

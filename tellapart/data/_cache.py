@@ -371,7 +371,7 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
     pre = cfg.preprocess
     row_bytes = pre.size * pre.size * pre.channels
     try:
-        return _prepare_into(source, out, cfg, items, (fingerprint, source_fingerprint), progress)
+        return _prepare_into(source, out, cfg, items, fingerprint, source_fingerprint, progress)
     except OSError as exc:  # a full disk or an I/O error: nothing half-written is left (see _staged)
         if exc.errno in STORAGE_ERRNOS:
             raise storage_error(exc, out.parent / out.name, needed=len(items) * row_bytes) from None
@@ -379,13 +379,12 @@ def prepare(source: Source, out: str | Path, cfg: PrepareConfig = PrepareConfig(
 
 
 def _prepare_into(
-    source: Source, out: Path, cfg: PrepareConfig, items: list[Any], fingerprints: tuple[str, str], progress: bool
+    source: Source, out: Path, cfg: PrepareConfig, items: list[Any], fingerprint: str, source_fingerprint: str, progress: bool
 ) -> Cache:
     """Decodes ``items`` into a staged folder and swaps it into place at ``out``.
 
-    ``fingerprints``: the cache's and the source's, both taken before decoding (the same snapshot).
+    ``fingerprint`` (the cache's) and ``source_fingerprint`` are both taken before decoding: one snapshot.
     """
-    fingerprint, source_fingerprint = fingerprints
     with _staged(out) as tmp:
         pre = cfg.preprocess
         row_bytes = pre.size * pre.size * pre.channels

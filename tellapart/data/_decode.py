@@ -203,10 +203,11 @@ def _summaries(pixels: np.ndarray, pre: Preprocess) -> dict[str, np.ndarray]:
         return {}
     channels = pixels.shape[-1]
     hist = np.asarray(Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).histogram(), dtype=np.int64).reshape(channels, 256)
-    return {"thumb": thumbnail(pixels), "moments": np.stack([hist @ _LEVELS, hist @ (_LEVELS * _LEVELS)])}  # Pillow's C histogram
+    return {"thumb": thumbnail(pixels), "moments": np.stack([hist @ _LEVELS, hist @ _SQUARES])}  # Pillow's C histogram
 
 
 _LEVELS = np.arange(256, dtype=np.int64)
+_SQUARES = _LEVELS * _LEVELS
 
 
 def _draft_scale(width: int, height: int, request: tuple[int, int]) -> int:

@@ -84,7 +84,7 @@ def scan(
                 index = len(results)
                 if on_result is not None:
                     on_result(index, d)
-                results.append(dataclasses.replace(d, pixels=None, native=None, thumb=None))  # every field but the pixels, notes included
+                results.append(dataclasses.replace(d, pixels=None, native=None, thumb=None, moments=None))  # every field but the pixels and their summaries
             bar.update(len(chunk))
 
     try:

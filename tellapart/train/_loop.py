@@ -101,16 +101,13 @@ class Feeder:
         return self.normalise(torch.from_numpy(np.ascontiguousarray(batch)).to(self.runtime.device, non_blocking=True))
 
     @functools.cached_property
-    def _planes(self) -> dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]]:
-        return {}  # (H, W, C) -> to_tensor's scale and shift planes, made once per image shape
+    def _planes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # to_tensor's scale and shift planes, made once: every row of a cache has the same shape
+        return normalise_planes(self.mean, self.std, tuple(self.pixels.shape[1:]), self.runtime.device)
 
     def normalise(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC already on the device -> the normalised float NCHW batch ``tensor`` gives."""
-        shape = tuple(batch.shape[1:])
-        planes = self._planes.get(shape)
-        if planes is None:
-            planes = self._planes[shape] = normalise_planes(self.mean, self.std, shape, self.runtime.device)
-        return normalise_nhwc(batch, *planes, channels_last=self.runtime.channels_last)
+        return normalise_nhwc(batch, *self._planes, channels_last=self.runtime.channels_last)
 
     @functools.cached_property
     def _held(self) -> list[DevicePixels | None]:
