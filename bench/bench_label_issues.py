@@ -10,7 +10,9 @@ by another class drawn uniformly at random (seeded); every other label is taken 
     image is filed in the other class's folder).
 
 Each set is prepared as ``tellapart data prepare`` does, then ``find_label_issues`` (what
-``tellapart data issues`` runs) is timed. Only flips in the train and val splits count: test rows
+``tellapart data issues`` runs) is timed by the method of ``bench/_method.py``: each row is scored
+in a fresh process, ``--repeats`` rounds interleaved over the rows (A B C A B C …), and the seconds
+are the median (min–max); the quality figures must agree across the rounds. Only flips in the train and val splits count: test rows
 are never checked. Precision = flagged rows that were flipped / flagged rows; recall = flipped
 rows flagged / flipped rows; P@flips = precision of the ``flips`` lowest-scored rows (how well the
 ranking alone does when one reads as many rows as there are errors).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import shutil
 import sys
 import tempfile
@@ -46,6 +49,8 @@ from tellapart.data import (
     prepare,
     synth_faces,
 )
+
+from _method import Samples, rounds, run_json
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -130,8 +135,8 @@ SETS: dict[str, Callable[[Path, argparse.Namespace], Planted]] = {
 }
 
 
-def score(planted: Planted, model: str, filter_by: str, folds: int, max_rows: int, backbone: str | None = None) -> str:
-    """One markdown row: flips found, precision, recall, P@flips, time (with ``backbone``: its features' extraction included)."""
+def score(planted: Planted, model: str, filter_by: str, folds: int, max_rows: int, backbone: str | None = None) -> dict:
+    """One scoring: flips found, precision, recall, P@flips, seconds (with ``backbone``: its features' extraction included)."""
     cache = planted.cache
     started = time.perf_counter()
     features = None
@@ -148,18 +153,51 @@ def score(planted: Planted, model: str, filter_by: str, folds: int, max_rows: in
     flips = {ids[k] for k in checked} & planted.flipped
     flagged = [i.id for i in result.issues]
     hits = len(set(flagged) & flips)
-    precision = hits / len(flagged) if flagged else float("nan")
-    recall = hits / len(flips) if flips else float("nan")
     # the flagged list is ranked by self-confidence: its first `flips` rows are the ranking's top
     top = flagged[: len(flips)]
-    at_k = f"{len(set(top) & flips) / len(flips):.3f}" if len(flagged) >= len(flips) else "—"
+    return {
+        "rows": result.rows_checked,
+        "flips": len(flips),
+        "model": result.model,
+        "flagged": len(flagged),
+        "precision": hits / len(flagged) if flagged else float("nan"),
+        "recall": hits / len(flips) if flips else float("nan"),
+        "at_k": len(set(top) & flips) / len(flips) if len(flagged) >= len(flips) else None,
+        "oof": result.out_of_fold_accuracy,
+        "seconds": seconds,
+    }
+
+
+def _score_one(spec: dict) -> int:
+    """The child process of one repetition: score one (set, model, filter) and print it as JSON."""
+    planted = Planted(spec["name"], Cache(spec["cache"]), frozenset(json.loads(Path(spec["flipped"]).read_text())))
+    print(json.dumps(score(planted, spec["model"], spec["filter_by"], spec["folds"], spec["max_rows"], spec["backbone"])))
+    return 0
+
+
+def _row(planted: Planted, filter_by: str, runs: list[dict]) -> str:
+    """One markdown row: the first run's quality figures, the seconds as median (min–max).
+
+    The rounds compute the same thing with the same seeds; a row whose rounds disagree on what
+    they flagged says so with its flagged counts, rather than hiding it behind the first run's.
+    """
+    first = runs[0]
+    quality = ("rows", "flips", "model", "flagged", "precision", "recall", "at_k", "oof")
+    if any({k: r[k] for k in quality} != {k: first[k] for k in quality} for r in runs[1:]):
+        flagged = "/".join(str(r["flagged"]) for r in runs)
+        print(f"note: {planted.name}, {first['model']} {filter_by}: the rounds flagged {flagged} rows; the row shows round 1's figures", file=sys.stderr)
+    seconds = Samples("seconds", tuple(r["seconds"] for r in runs))
+    spread = f" ({min(seconds.values):.1f}–{max(seconds.values):.1f})" if len(runs) > 1 else ""
+    at_k = f"{first['at_k']:.3f}" if first["at_k"] is not None else "—"
     return (
-        f"| {planted.name} | {result.rows_checked:,} | {len(flips)} | {result.model} | {filter_by} | {len(flagged)} "
-        f"| {precision:.3f} | {recall:.3f} | {at_k} | {result.out_of_fold_accuracy:.3f} | {seconds:.1f} |"
+        f"| {planted.name} | {first['rows']:,} | {first['flips']} | {first['model']} | {filter_by} | {first['flagged']} "
+        f"| {first['precision']:.3f} | {first['recall']:.3f} | {at_k} | {first['oof']:.3f} | {seconds.median:.1f}{spread} |"
     )
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--score-one":
+        return _score_one(json.loads(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
     parser.add_argument("--models", nargs="+", default=["auto"], help="ISSUE_MODELS names, or auto")
@@ -171,20 +209,34 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--features", metavar="BACKBONE", help="also score the features model on this pretrained backbone's features (e.g. efficientnet_lite0)")
     parser.add_argument("--work", type=Path, help="folder for the sets and caches (default: a temporary one, removed)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved fresh-process scorings of each row (3+); the seconds are their median")
+    parser.add_argument("--smoke", action="store_true", help="check the script runs: digits only, 1 round (figures meaningful, seconds one run)")
     args = parser.parse_args()
+    n_rounds = rounds(args.repeats, args.smoke)
+    sets = ["digits"] if args.smoke else args.sets
     work = args.work or Path(tempfile.mkdtemp(prefix="tellapart-bench-issues-"))
     try:
-        print(f"noise {args.noise:.0%}, {args.folds} folds, seed {args.seed}\n")
-        print("| set | rows checked | flips | model | filter_by | flagged | precision | recall | P@flips | oof acc | seconds |")
-        print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name in args.sets:
+        print(f"noise {args.noise:.0%}, {args.folds} folds, seed {args.seed}, {n_rounds} interleaved fresh-process round(s) per row\n")
+        jobs: list[tuple[Planted, str, list[str]]] = []  # (set, filter, the child's command)
+        for name in sets:
             planted = SETS[name](work / name, args)
-            for model in args.models:
+            flipped = work / f"{name}-flipped.json"
+            flipped.write_text(json.dumps(sorted(planted.flipped)))
+            models = [(m, None) for m in args.models] + ([("features", args.features)] if args.features else [])
+            for model, backbone in models:
                 for filter_by in args.filters:
-                    print(score(planted, model, filter_by, args.folds, args.max_rows), flush=True)
-            if args.features:
-                for filter_by in args.filters:
-                    print(score(planted, "features", filter_by, args.folds, args.max_rows, args.features), flush=True)
+                    spec = {"name": planted.name, "cache": str(planted.cache.path), "flipped": str(flipped), "model": model,
+                            "filter_by": filter_by, "folds": args.folds, "max_rows": args.max_rows, "backbone": backbone}
+                    jobs.append((planted, filter_by, [sys.executable, str(Path(__file__).resolve()), "--score-one", json.dumps(spec)]))
+        runs: list[list[dict]] = [[] for _ in jobs]
+        for round_ in range(1, n_rounds + 1):  # A B C A B C …: a slow spell of the machine lands on every row
+            for k, (planted, filter_by, cmd) in enumerate(jobs):
+                runs[k].append(run_json(cmd))
+                print(f"  round {round_}/{n_rounds} {planted.name} {runs[k][-1]['model']} {filter_by}: {runs[k][-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
+        print("| set | rows checked | flips | model | filter_by | flagged | precision | recall | P@flips | oof acc | seconds, median (min–max) |")
+        print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for (planted, filter_by, _), row_runs in zip(jobs, runs, strict=True):
+            print(_row(planted, filter_by, row_runs), flush=True)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
