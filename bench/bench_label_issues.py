@@ -219,6 +219,8 @@ def main() -> int:
         print(f"noise {args.noise:.0%}, {args.folds} folds, seed {args.seed}, {n_rounds} interleaved fresh-process round(s) per row\n")
         jobs: list[tuple[Planted, str, list[str]]] = []  # (set, filter, the child's command)
         for name in sets:
+            if (work / name).exists():  # the planting writes its flips afresh; never over a folder it did not make now
+                raise SystemExit(f"{work / name} already exists (an earlier run's set?): pass another --work, or remove it yourself")
             planted = SETS[name](work / name, args)
             flipped = work / f"{name}-flipped.json"
             flipped.write_text(json.dumps(sorted(planted.flipped)))
